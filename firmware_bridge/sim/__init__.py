@@ -1,0 +1,1 @@
+"""Probe firmware simulators played on pseudo-terminals (tests, demo, `humus sim`)."""

@@ -1,0 +1,52 @@
+"""Shared fixtures: real servers on loopback, started per test session or test."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import servers  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def _start(factory, tmp_path_factory, name: str, ready_path: str | None = None):
+    try:
+        srv = factory(tmp_path_factory.mktemp(name))
+    except servers.ServerMissing as e:
+        if os.environ.get("CI"):
+            pytest.fail(f"{e}; CI must run every server test", pytrace=False)
+        pytest.skip(str(e))
+    srv.start()
+    if ready_path:
+        servers.http_ready(srv.url + ready_path)
+    return srv
+
+
+@pytest.fixture
+def mosquitto(tmp_path_factory):
+    """A fresh Mosquitto for one test (stop()/start() it for an outage)."""
+    srv = _start(servers.mosquitto, tmp_path_factory, "mosquitto")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def influxdb_server(tmp_path_factory):
+    """One InfluxDB 1.x for the session; tests use their own database names."""
+    srv = _start(servers.influxdb, tmp_path_factory, "influxdb", "/ping")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def victoria_metrics_server(tmp_path_factory):
+    srv = _start(servers.victoria_metrics, tmp_path_factory, "vm", "/health")
+    yield srv
+    srv.stop()
