@@ -1,0 +1,52 @@
+"""Calibration: pure numerics from raw readings to SOC stocks and 4-per-1000 progress.
+
+Numpy only (no scipy at run time), no I/O other than model files. Every
+calibrated value comes with its standard uncertainty and a QARTOD flag
+(`humus.records.QualityFlag`) naming the test that set it; values outside
+physical limits are flagged, never clipped.
+
+Stable API (for the collector, the observatory and the demo):
+
+Moisture (`calibration.moisture`), scalars or numpy arrays in, same shape out,
+each returning ``Calibrated(value, uncertainty, flag, flag_test)``:
+    teros12_vwc(raw_counts, media="mineral" | "soilless")   # m³/m³, METER manual Eq. 5/6
+    teros12_permittivity(raw_counts)                         # ε_a, manual Eq. 7
+    topp_vwc(permittivity)                                   # Topp et al. 1980
+    polynomial_vwc(x, PolynomialCalibration(...))            # per-soil, from config
+    ec_at_25c(ec_us_cm, temperature_c)                       # Sheets & Hendrickx 1995
+
+Spectra (`calibration.spectra`): reflectance(counts, dark, white) -> Calibrated,
+absorbance(r), snv(a), SavitzkyGolay(window, polyorder, deriv)(a), resample(wl, a, grid).
+
+Spectral models (`calibration.model`):
+    model = SpectralModel.load(path)            # ModelFileError (one line) if unusable
+    p = model.predict(wavelengths_nm, spectrum, kind="absorbance" | "reflectance" | "counts",
+                      dark=None, white=None)
+    p.value, p.uncertainty, p.t2, p.q, p.flag, p.flag_test, p.model_id, p.model_version
+    model.id, model.version, model.content_hash, model.save(path)
+    fit_spectral_model(wavelengths_nm, X, y, model_id=..., epo_pairs=(wet, dry), local=LocalSettings(...))
+Predictions that cannot be made (spectrum not covering the grid, missing
+references) come back with value NaN and flag MISSING, never an exception.
+
+Stocks and trends:
+    layer_stock(Layer(...)), cumulative_stock(layers, 30), equivalent_mass_stock(layers, ref_mass),
+    soil_mass_to_depth(layers, 30)                           # calibration.stock, Mg C/ha
+    stock_trend(times_years, stocks, uncertainties) -> Trend # calibration.trend, 4 ‰ progress
+    years_to_detect(rate, noise_sd, interval_years)
+"""
+
+from calibration.calibrated import Calibrated
+from calibration.model import LocalSettings, ModelFileError, Prediction, SpectralModel, fit_spectral_model
+from calibration.moisture import (PolynomialCalibration, ec_at_25c, polynomial_vwc, teros12_permittivity,
+                                  teros12_vwc, topp_vwc)
+from calibration.spectra import SavitzkyGolay, absorbance, reflectance, resample, snv
+from calibration.stock import Layer, cumulative_stock, equivalent_mass_stock, layer_stock, soil_mass_to_depth
+from calibration.trend import Trend, stock_trend, years_to_detect
+
+__all__ = [
+    "Calibrated", "LocalSettings", "ModelFileError", "Prediction", "SpectralModel", "fit_spectral_model",
+    "PolynomialCalibration", "ec_at_25c", "polynomial_vwc", "teros12_permittivity", "teros12_vwc", "topp_vwc",
+    "SavitzkyGolay", "absorbance", "reflectance", "resample", "snv",
+    "Layer", "cumulative_stock", "equivalent_mass_stock", "layer_stock", "soil_mass_to_depth",
+    "Trend", "stock_trend", "years_to_detect",
+]

@@ -1,16 +1,340 @@
-"""`humus calibrate`: placeholder until its issue lands."""
+"""`humus calibrate fit|evaluate|show`: fit spectral SOC models offline, evaluate them, describe them.
+
+Data files use the layout of shared/data/nirsoil/ (property columns, then one
+column per wavelength in nm). A bad CSV or model file gives one line on
+stderr and exit status 2.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_BAD_INPUT = 2
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("calibrate", help="(not yet available)")
-    p.set_defaults(func=run)
+    p = sub.add_parser("calibrate", help="fit, evaluate and show spectral calibration models",
+                       description="Fit a PLS model of a soil property on spectra (offline), evaluate a "
+                                   "model on a data set, or show what a model file holds.")
+    cmds = p.add_subparsers(dest="calibrate_command", metavar="ACTION")
+    p.set_defaults(func=_usage(p))
+
+    f = cmds.add_parser("fit", help="fit a model from a spectral library CSV",
+                        description="Fit PLS (components by cross-validation) on SG + SNV preprocessed "
+                                    "absorbance; optional EPO moisture correction and local PLS.")
+    f.add_argument("--data", required=True, help="CSV: property columns then one column per wavelength (nm)")
+    f.add_argument("--target", required=True, help="column to predict (e.g. Ciso)")
+    f.add_argument("--out", required=True, help="model file to write (.npz)")
+    f.add_argument("--id", dest="model_id", help="model id (default: <target>-<data file stem>)")
+    f.add_argument("--model-version", default="1", help="model version (default 1)")
+    f.add_argument("--unit", default="%", help="unit of the target (default %%)")
+    f.add_argument("--input", choices=["absorbance", "reflectance"], default="absorbance",
+                   help="what the CSV spectra are (default absorbance)")
+    f.add_argument("--sg", default="11,2,1", metavar="WINDOW,POLY,DERIV",
+                   help="Savitzky-Golay window, polynomial order, derivative, or 'none' (default 11,2,1)")
+    f.add_argument("--no-snv", action="store_true", help="skip the standard normal variate")
+    f.add_argument("--grid", metavar="START:STOP:STEP", help="resample spectra onto this grid (nm) first")
+    f.add_argument("--max-components", type=int, default=20, help="largest number tried by CV (default 20)")
+    f.add_argument("--components", type=int, help="fixed number of PLS components (skips the CV choice)")
+    f.add_argument("--folds", type=int, default=10, help="cross-validation folds (default 10)")
+    f.add_argument("--local", metavar="K[,MIN,MAX]",
+                   help="memory-based local PLS with K neighbours, averaging MIN..MAX components")
+    f.add_argument("--epo", metavar="CSV", help="paired wet/dry spectra (columns sample, state) for EPO")
+    f.add_argument("--epo-components", type=int, default=2, help="EPO components (default 2)")
+    _selection_args(f)
+    f.set_defaults(func=run_fit)
+
+    e = cmds.add_parser("evaluate", help="evaluate a model on a CSV with reference values",
+                        description="Prints n, RMSE, R², bias, RPD, RPIQ, the fraction out of the "
+                                    "applicability domain (T² or Q above its limit) and the RMSE of the rest.")
+    e.add_argument("--model", required=True, help="model file (.npz)")
+    e.add_argument("--data", required=True, help="CSV with the model's target column and spectra")
+    e.add_argument("--target", help="reference column (default: the model's target)")
+    e.add_argument("--format", choices=["text", "json"], default="text")
+    _selection_args(e)
+    e.set_defaults(func=run_evaluate)
+
+    s = cmds.add_parser("show", help="describe a model file")
+    s.add_argument("model", help="model file (.npz)")
+    s.add_argument("--format", choices=["text", "json"], default="text")
+    s.set_defaults(func=run_show)
 
 
-def run(args: argparse.Namespace) -> int:
+def _selection_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--select", action="append", default=[], metavar="COLUMN=VALUE",
+                   help="keep only rows where COLUMN equals VALUE (repeatable), e.g. state=dry")
+    p.add_argument("--holdout", type=float, metavar="FRACTION",
+                   help="hold out this fraction of the file's rows (seeded): fit trains on the rest, "
+                        "evaluate evaluates only them")
+    p.add_argument("--holdout-by", metavar="COLUMN",
+                   help="hold out whole groups (e.g. sample: every scan of a held-out soil) instead of rows; "
+                        "with --epo, the held-out groups' pairs are left out of the EPO fit too")
+    p.add_argument("--seed", type=int, default=0, help="seed of the --holdout split (default 0)")
+
+
+def _usage(p: argparse.ArgumentParser):
+    def run(args: argparse.Namespace) -> int:
+        p.print_help(sys.stderr)
+        return EXIT_BAD_INPUT
+    return run
+
+
+def _fail(message: str) -> Exception:
     from humus.cli import CommandError
 
-    raise CommandError("'humus calibrate' is not available in this version yet")
+    return CommandError(message, EXIT_BAD_INPUT)
+
+
+def _load_rows(args: argparse.Namespace, *, training: bool):
+    """The data set after --select and the --holdout split."""
+    import numpy as np
+
+    from calibration.dataset import DatasetError, read_spectral_csv
+
+    try:
+        ds = read_spectral_csv(args.data)
+    except DatasetError as e:
+        raise _fail(str(e)) from None
+    n = len(ds)
+    keep = np.ones(n, dtype=bool)
+    if args.holdout is not None:
+        groups = _held_out_groups(args, ds)
+        if groups is None:
+            held = np.zeros(n, dtype=bool)
+            held[np.random.default_rng(args.seed).permutation(n)[: int(round(args.holdout * n))]] = True
+        else:
+            held = np.array([g in groups for g in ds.columns[args.holdout_by]])
+        keep &= ~held if training else held
+    for sel in args.select:
+        col, sep, value = sel.partition("=")
+        if not sep:
+            raise _fail(f"--select {sel!r}: expected COLUMN=VALUE")
+        if col not in ds.columns:
+            raise _fail(f"{ds.path}: --select column {col!r} not found; property columns are "
+                        f"{', '.join(ds.columns)}")
+        keep &= np.array([v == value for v in ds.columns[col]])
+    return ds.subset(keep)
+
+
+def _held_out_groups(args: argparse.Namespace, ds) -> set[str] | None:
+    """The held-out values of --holdout-by (a seeded share of its distinct values), or None for rows."""
+    import numpy as np
+
+    if args.holdout is None:
+        return None
+    if not 0 < args.holdout < 1:
+        raise _fail(f"--holdout {args.holdout}: expected a fraction between 0 and 1")
+    if not getattr(args, "holdout_by", None):
+        return None
+    if args.holdout_by not in ds.columns:
+        raise _fail(f"{ds.path}: --holdout-by column {args.holdout_by!r} not found; property columns are "
+                    f"{', '.join(ds.columns)}")
+    values = sorted(set(ds.columns[args.holdout_by]))
+    order = np.random.default_rng(args.seed).permutation(len(values))
+    return {values[i] for i in order[: int(round(args.holdout * len(values)))]}
+
+
+def _target(ds, column: str):
+    import numpy as np
+
+    from calibration.dataset import DatasetError
+
+    try:
+        y = ds.numeric(column)
+    except DatasetError as e:
+        raise _fail(str(e)) from None
+    ok = np.isfinite(y) & np.isfinite(ds.spectra).all(axis=1)
+    return y, ok
+
+
+def run_fit(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from calibration.model import LocalSettings, fit_spectral_model
+    from calibration.spectra import resample
+
+    ds = _load_rows(args, training=True)
+    y, ok = _target(ds, args.target)
+    if ok.sum() < max(10, args.folds):
+        raise _fail(f"{ds.path}: {int(ok.sum())} usable rows with {args.target!r} and a complete spectrum; "
+                    f"expected at least {max(10, args.folds)}")
+    wl, x = ds.wavelengths_nm, ds.spectra[ok]
+    if args.grid:
+        grid = _grid(args.grid)
+        x, wl = resample(wl, x, grid), grid
+        if not np.isfinite(x).all():
+            raise _fail(f"--grid {args.grid}: extends beyond the data's {ds.wavelengths_nm[0]:g}-"
+                        f"{ds.wavelengths_nm[-1]:g} nm")
+    steps: list[dict[str, Any]] = []
+    if args.sg.lower() != "none":
+        try:
+            w, po, d = (int(v) for v in args.sg.split(","))
+        except ValueError:
+            raise _fail(f"--sg {args.sg!r}: expected WINDOW,POLY,DERIV (e.g. 11,2,1) or 'none'") from None
+        steps.append({"op": "savgol", "window": w, "polyorder": po, "deriv": d})
+    if not args.no_snv:
+        steps.append({"op": "snv"})
+    local = None
+    if args.local:
+        try:
+            parts = [int(v) for v in args.local.split(",")]
+        except ValueError:
+            raise _fail(f"--local {args.local!r}: expected K or K,MIN,MAX (integers)") from None
+        if len(parts) not in (1, 3):
+            raise _fail(f"--local {args.local!r}: expected K or K,MIN,MAX (integers)")
+        try:
+            local = LocalSettings(*parts)
+        except ValueError as e:
+            raise _fail(f"--local {args.local!r}: {e}") from None
+    pairs = _epo_pairs(args, wl) if args.epo else None
+    model_id = args.model_id or f"{args.target}-{Path(args.data).stem}".lower().replace("_", "-")
+    try:
+        model = fit_spectral_model(wl, x, y[ok], model_id=model_id, version=args.model_version,
+                                   target=args.target, unit=args.unit, input=args.input, preprocessing=steps,
+                                   max_components=args.max_components, n_components=args.components,
+                                   folds=args.folds, epo_pairs=pairs, epo_components=args.epo_components,
+                                   local=local, seed=args.seed,
+                                   extra={"data": Path(args.data).name, "select": args.select,
+                                          "holdout": args.holdout, "holdout_by": args.holdout_by,
+                                          "holdout_seed": args.seed})
+    except ValueError as e:
+        raise _fail(f"cannot fit: {e}") from None
+    try:
+        model.save(args.out)
+    except OSError as e:
+        raise _fail(f"{args.out}: cannot write the model ({e.strerror or e})") from None
+    tr = model.meta["training"]
+    print(f"{args.out}: {model.id} v{model.version}, {model.meta['pls']['n_components']} components, "
+          f"n={tr['n']}, RMSECV={tr['rmsecv']:.4g}, R2cv={tr['r2cv']:.3f}, RPD={tr['rpd']:.2f}, "
+          f"RPIQ={tr['rpiq']:.2f}")
+    return 0
+
+
+def _grid(text: str):
+    import numpy as np
+
+    try:
+        start, stop, step = (float(v) for v in text.split(":"))
+    except ValueError:
+        raise _fail(f"--grid {text!r}: expected START:STOP:STEP in nm (e.g. 400:2450:10)") from None
+    if step <= 0 or stop <= start:
+        raise _fail(f"--grid {text!r}: expected START < STOP and STEP > 0")
+    return np.arange(start, stop + step / 2, step)
+
+
+def _epo_pairs(args: argparse.Namespace, grid):
+    import numpy as np
+
+    from calibration.dataset import DatasetError, read_spectral_csv
+    from calibration.spectra import resample
+
+    try:
+        ds = read_spectral_csv(args.epo)
+    except DatasetError as e:
+        raise _fail(str(e)) from None
+    for col in ("sample", "state"):
+        if col not in ds.columns:
+            raise _fail(f"{ds.path}: EPO data needs a {col!r} column (and rows with state wet and dry)")
+    excluded: set[str] = set()
+    if args.holdout is not None and args.holdout_by == "sample" and Path(args.epo).resolve() == \
+            Path(args.data).resolve():
+        # The same soils are held out of the EPO fit: their pairs must not teach it their moisture effect.
+        excluded = _held_out_groups(args, ds) or set()
+    rows: dict[str, dict[str, int]] = {}
+    for i, (sample, state) in enumerate(zip(ds.columns["sample"], ds.columns["state"])):
+        if sample not in excluded:
+            rows.setdefault(sample, {})[state] = i
+    pairs = [(r["wet"], r["dry"]) for r in rows.values() if "wet" in r and "dry" in r]
+    if len(pairs) < 2:
+        raise _fail(f"{ds.path}: {len(pairs)} samples with both a wet and a dry spectrum; expected at least 2")
+    wet = resample(ds.wavelengths_nm, ds.spectra[[p[0] for p in pairs]], grid)
+    dry = resample(ds.wavelengths_nm, ds.spectra[[p[1] for p in pairs]], grid)
+    if not (np.isfinite(wet).all() and np.isfinite(dry).all()):
+        raise _fail(f"{ds.path}: EPO spectra do not cover the model's {grid[0]:g}-{grid[-1]:g} nm")
+    return wet, dry
+
+
+def _load_model(path: str):
+    from calibration.model import ModelFileError, SpectralModel
+
+    try:
+        return SpectralModel.load(path)
+    except ModelFileError as e:
+        raise _fail(str(e)) from None
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from calibration.metrics import figures_of_merit
+    from humus.records import QualityFlag
+
+    model = _load_model(args.model)
+    ds = _load_rows(args, training=False)
+    target = args.target or model.meta["target"]
+    y, ok = _target(ds, target)
+    if ok.sum() < 2:
+        raise _fail(f"{ds.path}: {int(ok.sum())} usable rows with {target!r} and a complete spectrum; "
+                    f"expected at least 2")
+    wl = ds.wavelengths_nm
+    preds = [model.predict(wl, row) for row in ds.spectra[ok]]
+    missing = [p for p in preds if p.flag is QualityFlag.MISSING]
+    if missing:
+        raise _fail(f"{ds.path}: {len(missing)} spectra could not be predicted ({missing[0].flag_test}); "
+                    f"the data must cover the model's {model.grid[0]:g}-{model.grid[-1]:g} nm")
+    values = np.array([p.value for p in preds])
+    fm = figures_of_merit(y[ok], values)
+    outside = np.array([p.t2 > model.t2_limit or p.q > model.q_limit for p in preds])
+    out_of_domain = float(outside.mean())
+    inside_err = values[~outside] - y[ok][~outside]
+    result = {"model": model.id, "version": model.version, "target": target, **fm,
+              "out_of_domain_fraction": out_of_domain,
+              "n_in_domain": int((~outside).sum()),
+              "rmse_in_domain": float(np.sqrt(np.mean(inside_err**2))) if inside_err.size else None,
+              "mean_uncertainty": float(np.mean([p.uncertainty for p in preds]))}
+    if args.format == "json":
+        print(json.dumps(result, indent=1))
+    else:
+        print(f"{model.id} v{model.version} on {ds.path.name} ({target}): n={fm['n']} RMSE={fm['rmse']:.4g} "
+              f"R2={fm['r2']:.3f} bias={fm['bias']:+.3g} RPD={fm['rpd']:.2f} RPIQ={fm['rpiq']:.2f} "
+              f"out_of_domain={out_of_domain:.1%} (RMSE in domain "
+              f"{'-' if result['rmse_in_domain'] is None else format(result['rmse_in_domain'], '.4g')})")
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    model = _load_model(args.model)
+    meta = model.describe()
+    if args.format == "json":
+        print(json.dumps(meta, indent=1))
+        return 0
+    tr, pls = meta["training"], meta["pls"]
+    chain = " -> ".join(_step(s) for s in meta["preprocessing"]) or "none"
+    lines = [
+        f"model      {meta['id']} version {meta['version']} ({meta['format']} v{meta['format_version']})",
+        f"hash       {meta['content_hash']}",
+        f"created    {meta['created']}",
+        f"target     {meta['target']} ({meta['unit']}), input {meta['input']}",
+        f"grid       {meta['wavelength_range_nm'][0]:g}-{meta['wavelength_range_nm'][1]:g} nm, {meta['bands']} bands",
+        f"chain      {chain}" + (f" -> EPO ({meta['epo']['n_components']} components, "
+                                 f"{meta['epo']['pairs']} pairs)" if meta.get("epo") else ""),
+        f"pls        {pls['n_components']} components, global ({pls['cv_folds']}-fold CV)"
+        + (f", local: {meta['local']['neighbours']} neighbours, {meta['local']['min_components']}-"
+           f"{meta['local']['max_components']} components" if meta.get("local") else ""),
+        f"training   n={tr['n']} RMSEC={tr['rmsec']:.4g} RMSECV={tr['rmsecv']:.4g} R2cv={tr['r2cv']:.3f} "
+        f"RPD={tr['rpd']:.2f} RPIQ={tr['rpiq']:.2f} range {tr['y_min']:g}-{tr['y_max']:g}",
+        f"domain     T2 limit {meta['domain']['t2_limit']:.4g}, Q limit {meta['domain']['q_limit']:.4g} "
+        f"(level {meta['domain']['level']})",
+    ]
+    print("\n".join(lines))
+    return 0
+
+
+def _step(s: dict[str, Any]) -> str:
+    if s["op"] == "savgol":
+        return f"savgol(window={s['window']}, poly={s['polyorder']}, deriv={s['deriv']})"
+    return str(s["op"])
