@@ -69,4 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run through the imported module so exceptions are the ones commands raise
+    # (as __main__ this file would define a second CommandError).
+    from humus.cli import main as _main
+
+    sys.exit(_main())
