@@ -49,6 +49,8 @@ class Rejection(str, Enum):
     BAD_VALUE = "bad_value"
     FUTURE_TIME = "future_time"
     UNKNOWN_GATEWAY = "unknown_gateway"
+    STORE_REJECTED = "store_rejected"
+    """Valid on the wire but refused by the store (e.g. a field type conflict in InfluxDB)."""
 
 
 class WireError(ValueError):
@@ -157,57 +159,55 @@ def decode_batch(topic: str, payload: bytes, *, now_ns: int | None = None, max_f
     return Batch(site, gateway, seq, sent_ns, tuple(out))
 
 
-_ITEM_KEYS = {"probe", "quantity", "time_ns", "value", "unit", "flag", "source", "wavelengths_nm", *_OPTIONAL}
+_ITEM_KEYS = frozenset({"probe", "quantity", "time_ns", "value", "unit", "flag", "source", "wavelengths_nm",
+                        *_OPTIONAL})
+_REQUIRED_KEYS = frozenset({"probe", "quantity", "time_ns", "value", "unit", "flag", "source"})
+_FLAGS = {int(f): f for f in QualityFlag}
+_SOURCES = {s.value: s for s in Source}
 
 
 def _observation(site: str, gateway: str, i: int, item: Any) -> Observation:
-    where = f"observations[{i}]"
-    if not isinstance(item, dict):
-        raise WireError(Rejection.BAD_SCHEMA, f"{where} is not an object")
-    unknown = set(item) - _ITEM_KEYS
-    missing = {"probe", "quantity", "time_ns", "value", "unit", "flag", "source"} - set(item)
-    if unknown or missing:
-        raise WireError(Rejection.BAD_SCHEMA, f"{where}: unknown keys {sorted(unknown)[:5]}, missing keys {sorted(missing)}")
-    try:
-        flag = QualityFlag(item["flag"]) if _is_int(item["flag"]) else None
-        source = Source(item["source"])
-    except ValueError:
-        flag = source = None
+    # The ingest side decodes every observation of every message: this runs
+    # hundreds of thousands of times a second, so plain lookups, no regexes
+    # (Observation's own checks run once, in its constructor).
+    if type(item) is not dict:
+        raise WireError(Rejection.BAD_SCHEMA, f"observations[{i}] is not an object")
+    keys = item.keys()
+    if not (keys <= _ITEM_KEYS and keys >= _REQUIRED_KEYS):
+        unknown, missing = sorted(keys - _ITEM_KEYS)[:5], sorted(_REQUIRED_KEYS - keys)
+        raise WireError(Rejection.BAD_SCHEMA, f"observations[{i}]: unknown keys {unknown}, missing keys {missing}")
+    f, src = item["flag"], item["source"]
+    flag = _FLAGS.get(f) if type(f) is int else None
+    source = _SOURCES.get(src) if type(src) is str else None
     if flag is None or source is None:
-        raise WireError(Rejection.BAD_VALUE, f"{where}: flag must be 1, 2, 3, 4 or 9 and source 'raw' or 'calibrated'")
+        raise WireError(Rejection.BAD_VALUE,
+                        f"observations[{i}]: flag must be 1, 2, 3, 4 or 9 and source 'raw' or 'calibrated'")
     value = item["value"]
-    if isinstance(value, list):
-        value = tuple(value)
+    tv = type(value)
+    if tv is int:
+        value = float(value)
+    elif tv is list:
+        value = tuple([float(x) if type(x) is int else x for x in value])
     elif value is None:
         value = math.nan
     wl = item.get("wavelengths_nm")
-    if isinstance(wl, list):
-        wl = tuple(wl)
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if isinstance(value, tuple):
-        value = tuple(float(x) if _is_int(x) else x for x in value)
-    if isinstance(wl, tuple):
-        wl = tuple(float(x) if _is_int(x) else x for x in wl)
+    if type(wl) is list:
+        wl = tuple([float(x) if type(x) is int else x for x in wl])
     depth = item.get("depth_cm")
     unc = item.get("uncertainty")
-    fields = dict(
-        site=site, gateway=gateway, probe=item["probe"], quantity=item["quantity"], time_ns=item["time_ns"],
-        value=value, unit=item["unit"],
-        depth_cm=float(depth) if _is_int(depth) else depth,
-        uncertainty=float(unc) if _is_int(unc) else unc,
-        flag=flag, flag_test=item.get("flag_test"), source=source,
-        model_id=item.get("model_id"), model_version=item.get("model_version"), wavelengths_nm=wl,
-    )
-    for k in ("flag_test", "model_id", "model_version"):
-        v = fields[k]
-        if v is not None and (not isinstance(v, str) or len(v) > 128):
-            raise WireError(Rejection.BAD_VALUE, f"{where}: {k} must be a string of at most 128 characters")
+    flag_test, model_id, model_version = item.get("flag_test"), item.get("model_id"), item.get("model_version")
+    for k, v in (("flag_test", flag_test), ("model_id", model_id), ("model_version", model_version)):
+        if v is not None and (type(v) is not str or len(v) > 128):
+            raise WireError(Rejection.BAD_VALUE, f"observations[{i}]: {k} must be a string of at most 128 characters")
     try:
-        return Observation(**fields)
+        return Observation(
+            site, gateway, item["probe"], item["quantity"], item["time_ns"], value, item["unit"],
+            float(depth) if type(depth) is int else depth,
+            float(unc) if type(unc) is int else unc,
+            flag, flag_test, source, model_id, model_version, wl,
+        )
     except (ValueError, TypeError) as e:
-        reason = Rejection.BAD_VALUE
-        raise WireError(reason, f"{where}: {str(e)[:300]}") from None
+        raise WireError(Rejection.BAD_VALUE, f"observations[{i}]: {str(e)[:300]}") from None
 
 
 def _is_int(x: object) -> bool:

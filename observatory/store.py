@@ -8,9 +8,12 @@ influxdb-client; InfluxQL queries). All pass tests/observatory/test_store_contra
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Iterable, Protocol, Sequence, runtime_checkable
 
-from humus.records import Observation, Source
+if TYPE_CHECKING:
+    import numpy as np
+
+from humus.records import Observation, QualityFlag, Source
 
 
 class StoreError(Exception):
@@ -49,3 +52,70 @@ class Store(Protocol):
 
     def close(self) -> None:
         ...
+
+
+@dataclass(slots=True)
+class SeriesData:
+    """One series as columns, for researchers' numpy work without one object per value.
+
+    `value` is NaN where missing and for spectral rows; spectral rows carry
+    their float64 values and wavelength axis in `spectra` and `wavelengths`
+    (None on scalar rows; both None for a scalar-only series).
+    `uncertainty` is NaN where none was given; `flag` holds QARTOD codes.
+    """
+
+    site: str
+    gateway: str
+    probe: str
+    depth_cm: float | None
+    quantity: str
+    source: Source
+    time_ns: "np.ndarray"
+    value: "np.ndarray"
+    uncertainty: "np.ndarray"
+    flag: "np.ndarray"
+    unit: Sequence[str | None]            # list, or numpy object array
+    flag_test: Sequence[str | None]
+    model_id: Sequence[str | None]
+    model_version: Sequence[str | None]
+    spectra: list["np.ndarray | None"] | None = None
+    wavelengths: list["np.ndarray | None"] | None = None
+
+    def __len__(self) -> int:
+        return len(self.time_ns)
+
+    @property
+    def key(self) -> tuple:
+        return (self.site, self.gateway, self.probe, self.depth_cm, self.quantity, self.source.value)
+
+
+def series_sort_key(key: tuple) -> tuple:
+    """Order of series in query results: by id fields, no depth first, then depth ascending."""
+    site, gateway, probe, depth, quantity, source = key
+    return (site, gateway, probe, depth is not None, depth if depth is not None else 0.0, quantity, source)
+
+
+@runtime_checkable
+class ColumnStore(Protocol):
+    """Stores that can also answer in columns (both backends do; observatory.query uses it)."""
+
+    def columns(self, selection: Selection) -> Iterable[SeriesData]:
+        ...
+
+
+def observations_of(data: SeriesData) -> "Iterable[Observation]":
+    """The rows of a SeriesData back as Observations (for Store.query)."""
+    for i in range(len(data.time_ns)):
+        spectrum = data.spectra[i] if data.spectra is not None else None
+        unc = float(data.uncertainty[i])
+        if spectrum is not None:
+            value: object = tuple(spectrum.tolist())
+            wl = tuple(data.wavelengths[i].tolist())
+        else:
+            value, wl = float(data.value[i]), None
+        yield Observation(
+            site=data.site, gateway=data.gateway, probe=data.probe, quantity=data.quantity,
+            time_ns=int(data.time_ns[i]), value=value, unit=data.unit[i] or "", depth_cm=data.depth_cm,
+            uncertainty=None if unc != unc else unc, flag=QualityFlag(int(data.flag[i])),
+            flag_test=data.flag_test[i], source=data.source, model_id=data.model_id[i],
+            model_version=data.model_version[i], wavelengths_nm=wl)

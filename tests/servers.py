@@ -117,6 +117,10 @@ def mosquitto(workdir: Path, extra_conf: str = "") -> Server:
     port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     conf = workdir / "mosquitto.conf"
+    if os.geteuid() == 0:
+        # As root Mosquitto drops to the 'mosquitto' user, which cannot write this
+        # directory: persistence would fail silently and a restart forget every session.
+        extra_conf = "user root\n" + extra_conf
     conf.write_text(MOSQUITTO_CONF.format(port=port, dir=workdir) + extra_conf)
     return Server("mosquitto", port, workdir, [binary, "-c", str(conf)])
 

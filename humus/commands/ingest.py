@@ -1,4 +1,4 @@
-"""`humus ingest`: placeholder until its issue lands."""
+"""`humus ingest --config observatory.toml`: MQTT observation batches into the archive, exactly once."""
 
 from __future__ import annotations
 
@@ -6,11 +6,23 @@ import argparse
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("ingest", help="(not yet available)")
+    p = sub.add_parser(
+        "ingest", help="store observation batches from the broker (exactly once)",
+        description="Subscribe to humus/v1/+/+/obs (shared subscription by default), validate each batch, "
+                    "store it and acknowledge it only once stored. Stops cleanly on SIGTERM/SIGINT. "
+                    "See docs/ingest.md.")
+    p.add_argument("--config", required=True, metavar="FILE", help="observatory TOML file with an [ingest] table")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from humus.cli import CommandError
+    from observatory.config import load_observatory_config
+    from observatory.ingest import run_daemon
+    from observatory.store import StoreError
 
-    raise CommandError("'humus ingest' is not available in this version yet")
+    cfg = load_observatory_config(args.config)
+    try:
+        return run_daemon(cfg)
+    except StoreError as e:
+        raise CommandError(f"{e}; check [ingest] store and state_file in {args.config}") from None

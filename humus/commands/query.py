@@ -1,16 +1,192 @@
-"""`humus query`: placeholder until its issue lands."""
+"""`humus query`: print stored observations as an aligned table, CSV or JSON.
+
+Read-only: it never creates an archive. Exit status 2 with one line for a
+bad store URL, a missing archive file or a bad time; 1 when the store is
+unreachable; 0 with "no observations match" on stderr when nothing matches.
+"""
 
 from __future__ import annotations
 
 import argparse
+import csv
+import itertools
+import json
+import math
+import re
+import sys
+from typing import Iterable, Iterator, TextIO
+
+DEFAULT_TABLE_LIMIT = 1000
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("query", help="(not yet available)")
+    p = sub.add_parser(
+        "query", help="print stored observations (table, CSV or JSON)",
+        description="Print observations from an archive. Times are ISO 8601 (UTC unless a zone is given) "
+                    "or relative to now: -15m, -1h, -7d, -2w. --since is inclusive, --until exclusive.",
+        epilog="Example: humus query --store sqlite:humus-demo/archive.sqlite --quantity vwc --since -1h")
+    p.add_argument("--store", required=True, metavar="URL",
+                   help="store URL: sqlite:PATH, influxdb://HOST:PORT/DB, influxdb2://HOST:PORT/BUCKET?org=ORG "
+                        "(credentials from HUMUS_INFLUX_* variables; see docs/stores.md)")
+    p.add_argument("--site")
+    p.add_argument("--gateway")
+    p.add_argument("--probe")
+    p.add_argument("--quantity", help="e.g. vwc, soil_temp, ec, soc, reflectance")
+    p.add_argument("--source", choices=["raw", "calibrated"])
+    p.add_argument("--since", metavar="T", help="from this time on (inclusive)")
+    p.add_argument("--until", metavar="T", help="before this time (exclusive)")
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table",
+                   help="table (spectra summarised), csv or json (spectra in full); default table")
+    p.add_argument("--limit", type=int, metavar="N",
+                   help=f"at most N observations (table default {DEFAULT_TABLE_LIMIT}; csv/json: all)")
+    # Let "--since -1h" through: argparse takes any argument starting with "-"
+    # for an option unless it looks like a negative number to this matcher.
+    p._negative_number_matcher = re.compile(r"^-\d+(\.\d+)?(s|m|min|h|d|w)?$")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from humus.cli import CommandError
+    from humus.cli import EXIT_USAGE, CommandError
+    from observatory import query
+    from observatory.store import StoreError, StoreUnavailable
+    from observatory.stores import open_store
 
-    raise CommandError("'humus query' is not available in this version yet")
+    if args.limit is not None and args.limit < 1:
+        raise CommandError(f"--limit {args.limit}: expected a positive number", EXIT_USAGE)
+    limit = args.limit
+    if limit is None and args.format == "table":
+        limit = DEFAULT_TABLE_LIMIT
+    try:
+        sel = query.selection(site=args.site, gateway=args.gateway, probe=args.probe, quantity=args.quantity,
+                              source=args.source, since=args.since, until=args.until,
+                              limit=None if limit is None else limit + 1)
+    except query.TimeError as e:
+        raise CommandError(str(e), EXIT_USAGE) from None
+    try:
+        store = open_store(args.store, create=False)
+    except StoreUnavailable as e:
+        raise CommandError(str(e)) from None
+    except StoreError as e:
+        raise CommandError(str(e), EXIT_USAGE) from None
+    try:
+        data = list(store.columns(sel))
+    except StoreUnavailable as e:
+        raise CommandError(str(e)) from None
+    except StoreError as e:
+        raise CommandError(str(e), EXIT_USAGE) from None
+    finally:
+        store.close()
+    total = sum(len(s) for s in data)
+    if total == 0:
+        print(f"humus query: no observations match {_describe(args)} in {args.store}", file=sys.stderr)
+        return 0
+    more = limit is not None and total > limit
+    rows = itertools.islice(_rows(data), limit)  # streamed: csv/json of millions need no row list
+    {"table": write_table, "csv": write_csv, "json": write_json}[args.format](rows, sys.stdout)
+    if more:
+        print(f"humus query: showing the first {limit} observations; use --limit N or --format csv for more",
+              file=sys.stderr)
+    return 0
+
+
+def _describe(args: argparse.Namespace) -> str:
+    parts = [f"{k}={getattr(args, k)}" for k in ("site", "gateway", "probe", "quantity", "source", "since", "until")
+             if getattr(args, k) is not None]
+    return " ".join(parts) if parts else "(no filter)"
+
+
+def _rows(data) -> Iterator[dict]:
+    """One dict per observation, in the store's order (series, then time)."""
+    for s in data:
+        for i in range(len(s)):
+            spectrum = s.spectra[i] if s.spectra is not None else None
+            unc = float(s.uncertainty[i])
+            yield {
+                "time_ns": int(s.time_ns[i]), "site": s.site, "gateway": s.gateway, "probe": s.probe,
+                "depth_cm": s.depth_cm, "quantity": s.quantity, "source": s.source.value,
+                "value": float(s.value[i]) if spectrum is None else spectrum,
+                "wavelengths_nm": None if spectrum is None else s.wavelengths[i],
+                "unit": s.unit[i] or "", "uncertainty": None if math.isnan(unc) else unc, "flag": int(s.flag[i]),
+                "flag_test": s.flag_test[i], "model_id": s.model_id[i], "model_version": s.model_version[i],
+            }
+
+
+def _flag_name(code: int) -> str:
+    from humus.records import QualityFlag
+    try:
+        return QualityFlag(code).name.lower()
+    except ValueError:
+        return str(code)
+
+
+def _num(x: float | None) -> str:
+    if x is None:
+        return ""
+    return "NaN" if math.isnan(x) else f"{x:.6g}"
+
+
+def _depth(d: float | None) -> str:
+    return "" if d is None else (f"{d:g}")
+
+
+def write_table(rows: Iterable[dict], out: TextIO) -> None:
+    from observatory.query import format_time
+
+    header = ("time (UTC)", "site", "probe", "depth_cm", "quantity", "value", "unit", "uncertainty", "flag", "source/model")
+    lines = [header]
+    for r in rows:
+        if r["wavelengths_nm"] is not None:
+            wl = r["wavelengths_nm"]
+            value = f"spectrum {len(r['value'])} bands {wl.min():g}-{wl.max():g} nm"
+        else:
+            value = _num(r["value"])
+        flag = _flag_name(r["flag"]) + (f" ({r['flag_test']})" if r["flag_test"] else "")
+        origin = r["source"]
+        if r["model_id"]:
+            origin += f" {r['model_id']}" + (f"@{r['model_version']}" if r["model_version"] else "")
+        lines.append((format_time(r["time_ns"]), r["site"], r["probe"], _depth(r["depth_cm"]), r["quantity"], value,
+                      r["unit"], "" if r["uncertainty"] is None else "±" + _num(r["uncertainty"]), flag, origin))
+    widths = [max(len(line[c]) for line in lines) for c in range(len(header))]
+    numeric = {3, 5, 7}
+    for line in lines:
+        cells = [cell.rjust(w) if c in numeric and line is not header else cell.ljust(w)
+                 for c, (cell, w) in enumerate(zip(line, widths))]
+        out.write("  ".join(cells).rstrip() + "\n")
+
+
+CSV_COLUMNS = ("time", "time_ns", "site", "gateway", "probe", "depth_cm", "quantity", "source", "value", "unit",
+               "uncertainty", "flag", "flag_name", "flag_test", "model_id", "model_version", "wavelengths_nm")
+
+
+def write_csv(rows: Iterable[dict], out: TextIO) -> None:
+    """Spectra in full: values and wavelengths as space-separated numbers (repr, so lossless)."""
+    from observatory.query import format_time
+
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(CSV_COLUMNS)
+    for r in rows:
+        if r["wavelengths_nm"] is not None:
+            value = " ".join(repr(float(x)) for x in r["value"])
+            wl = " ".join(repr(float(x)) for x in r["wavelengths_nm"])
+        else:
+            value, wl = ("" if math.isnan(r["value"]) else repr(r["value"])), ""
+        w.writerow((format_time(r["time_ns"]), r["time_ns"], r["site"], r["gateway"], r["probe"],
+                    "" if r["depth_cm"] is None else repr(r["depth_cm"]), r["quantity"], r["source"], value, r["unit"],
+                    "" if r["uncertainty"] is None else repr(r["uncertainty"]), r["flag"], _flag_name(r["flag"]),
+                    r["flag_test"] or "", r["model_id"] or "", r["model_version"] or "", wl))
+
+
+def write_json(rows: Iterable[dict], out: TextIO) -> None:
+    """A JSON array of objects; missing values are null (JSON has no NaN), spectra as number arrays."""
+    from observatory.query import format_time
+
+    out.write("[\n")
+    for n, r in enumerate(rows):
+        doc = {"time": format_time(r["time_ns"]), **r, "flag_name": _flag_name(r["flag"])}
+        if r["wavelengths_nm"] is not None:
+            doc["value"] = r["value"].tolist()
+            doc["wavelengths_nm"] = r["wavelengths_nm"].tolist()
+        elif math.isnan(r["value"]):
+            doc["value"] = None
+        out.write(("  " if n == 0 else ",\n  ") + json.dumps(doc, allow_nan=False))
+    out.write("\n]\n")

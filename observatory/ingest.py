@@ -1,0 +1,78 @@
+"""`humus ingest`: the daemon around `observatory.worker.IngestWorker`.
+
+Loads the configuration (a bad one is a `ConfigError`: one line, exit 2),
+opens the store, runs one worker until SIGTERM or SIGINT, then finishes the
+write in hand, acknowledges it and disconnects. A supervisor (systemd)
+restarts it with the same client id, so its persistent session and the
+messages the broker kept for it are picked up again (DESIGN.md).
+
+In-process use (``humus demo``)::
+
+    worker = IngestWorker(config, store)
+    threading.Thread(target=worker.run, args=(stop_event,)).start()
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+
+from observatory.config import ObservatoryConfig, load_observatory_config, state_path
+from observatory.store import Store, StoreError
+from observatory.worker import IngestWorker
+
+__all__ = ["IngestWorker", "open_store", "run_daemon"]
+
+log = logging.getLogger("humus.ingest")
+
+
+def open_store(url: str) -> Store:
+    """The store named by `url` (observatory.stores.open_store; docs/stores.md)."""
+    from observatory.stores import open_store as _open
+
+    return _open(url)
+
+
+def run_daemon(config: ObservatoryConfig | str | Path, stop: threading.Event | None = None) -> int:
+    """Run one worker until SIGTERM/SIGINT (or `stop`); return the exit status."""
+    cfg = config if isinstance(config, ObservatoryConfig) else load_observatory_config(config)
+    stop = stop or threading.Event()
+    store = open_store(cfg.ingest.store)
+    try:
+        worker = IngestWorker(cfg, store)
+    except StoreError:
+        store.close()
+        raise
+    previous = {}
+
+    def _stop(signum, frame) -> None:
+        log.info("%s: finishing the write in hand, then disconnecting", signal.Signals(signum).name)
+        stop.set()
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, _stop)
+    log.info("ingest %s: store %s, state %s, %s subscription, MQTT %s", cfg.client_id,
+             cfg.ingest.store.split(":", 1)[0], state_path(cfg), cfg.ingest.subscription, cfg.mqtt.protocol)
+    try:
+        worker.run(stop)
+    finally:
+        store.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m observatory.ingest --config FILE``: the same as ``humus ingest``."""
+    from humus.cli import main as humus_main
+
+    import sys
+
+    return humus_main(["ingest", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

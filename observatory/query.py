@@ -1,0 +1,129 @@
+"""The researchers' door into the archive: numpy arrays per series, whatever the backend.
+
+    from observatory import query
+    for s in query.series("sqlite:humus-demo/archive.sqlite", probe="teros-1", quantity="vwc", since="-7d"):
+        s.time_ns, s.value, s.uncertainty, s.flag        # numpy arrays, one row per time
+        good = s.value[s.flag == 1]
+
+    for s in query.series(url, quantity="reflectance"):
+        times, matrix, wavelengths = query.spectra_matrix(s)   # (n,), (n, bands), (bands,)
+
+Times accept ISO 8601 (UTC when no zone is given; nanosecond fractions
+kept), `now`, or relative to now like `-15m`, `-1h`, `-7d`, `-2w`.
+`since` is inclusive, `until` exclusive. `humus query` prints the same
+selections as a table, CSV or JSON (humus/commands/query.py).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import datetime, timezone
+from typing import Iterator
+
+import numpy as np
+
+from humus.records import Observation, Source
+from observatory.store import ColumnStore, Selection, SeriesData, Store, StoreError, observations_of
+from observatory.stores import open_store
+
+_RELATIVE = re.compile(r"^-(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)$")
+_UNIT_NS = {"s": 10**9, "m": 60 * 10**9, "min": 60 * 10**9, "h": 3600 * 10**9, "d": 86400 * 10**9,
+            "w": 7 * 86400 * 10**9}
+_FRACTION = re.compile(r"^(.*T\d\d:\d\d:\d\d)\.(\d{1,9})(.*)$")
+
+
+class TimeError(ValueError):
+    """A time the user typed that is neither ISO 8601 nor relative."""
+
+
+def parse_time(text: str, now_ns: int | None = None) -> int:
+    """Nanoseconds since the epoch for an ISO 8601 time (UTC if no zone), `now`, or `-1h`-style offsets."""
+    s = text.strip()
+    now_ns = time.time_ns() if now_ns is None else now_ns
+    if s.lower() == "now":
+        return now_ns
+    m = _RELATIVE.match(s.lower())
+    if m:
+        return now_ns - int(float(m.group(1)) * _UNIT_NS[m.group(2)])
+    frac_ns = 0
+    m = _FRACTION.match(s)
+    if m:  # datetime keeps microseconds only; keep the nanoseconds ourselves
+        s, digits = m.group(1) + m.group(3), m.group(2)
+        frac_ns = int(digits.ljust(9, "0"))
+    try:
+        dt = datetime.fromisoformat(s.replace("z", "Z"))
+    except ValueError:
+        raise TimeError(f"time {text!r} is not ISO 8601 (2026-03-01 or 2026-03-01T12:00:00Z) "
+                        "nor relative like -15m, -1h, -7d") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    seconds = int((dt - datetime(1970, 1, 1, tzinfo=timezone.utc)).total_seconds() // 1)
+    return seconds * 10**9 + dt.microsecond * 1000 * (frac_ns == 0) + frac_ns
+
+
+def format_time(ns: int) -> str:
+    """ISO 8601 UTC with as many fraction digits as the time needs (0, 3, 6 or 9)."""
+    seconds, frac = divmod(int(ns), 10**9)
+    base = datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    if frac == 0:
+        return base + "Z"
+    digits = f"{frac:09d}"
+    for n in (3, 6, 9):
+        if digits[n:] == "0" * (9 - n):
+            return f"{base}.{digits[:n]}Z"
+    return base + "Z"
+
+
+def selection(site: str | None = None, gateway: str | None = None, probe: str | None = None,
+              quantity: str | None = None, source: str | Source | None = None, since: str | int | None = None,
+              until: str | int | None = None, limit: int | None = None, now_ns: int | None = None) -> Selection:
+    """A Selection from user-friendly arguments (times as text or ns)."""
+    def when(v):
+        return None if v is None else v if isinstance(v, int) else parse_time(v, now_ns)
+    if source is not None:
+        try:
+            source = Source(source)
+        except ValueError:
+            raise StoreError(f"source {source!r} is not 'raw' or 'calibrated'") from None
+    if limit is not None and limit < 0:
+        raise StoreError(f"limit {limit} is negative")
+    return Selection(site=site, gateway=gateway, probe=probe, quantity=quantity, source=source,
+                     since_ns=when(since), until_ns=when(until), limit=limit)
+
+
+def _open(store: str | Store) -> tuple[Store, bool]:
+    if isinstance(store, str):
+        return open_store(store, create=False), True
+    return store, False
+
+
+def series(store: str | Store, **filters) -> list[SeriesData]:
+    """Matching series as numpy columns, ordered by series key (see `selection` for the filters)."""
+    s, owned = _open(store)
+    try:
+        if not isinstance(s, ColumnStore):
+            raise StoreError(f"{type(s).__name__} cannot answer in columns")
+        return list(s.columns(selection(**filters)))
+    finally:
+        if owned:
+            s.close()
+
+
+def observations(store: str | Store, **filters) -> Iterator[Observation]:
+    """Matching observations one by one (convenient, slower than `series` for millions of values)."""
+    for data in series(store, **filters):
+        yield from observations_of(data)
+
+
+def spectra_matrix(data: SeriesData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(times, spectra as an n x bands matrix, wavelengths) of a spectral series on one axis."""
+    if data.spectra is None:
+        raise ValueError(f"series {data.probe}/{data.quantity} holds no spectra")
+    rows = [i for i, s in enumerate(data.spectra) if s is not None]
+    axis = data.wavelengths[rows[0]]
+    for i in rows:
+        if not np.array_equal(data.wavelengths[i], axis):
+            raise ValueError(f"series {data.probe}/{data.quantity} changes wavelength axis at "
+                             f"{format_time(int(data.time_ns[i]))}; split it by time")
+    return data.time_ns[rows], np.vstack([data.spectra[i] for i in rows]), np.array(axis)

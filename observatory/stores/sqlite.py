@@ -1,0 +1,267 @@
+"""The embedded SQLite archive (`sqlite:PATH`): the default store, no server needed.
+
+Layout (schema version 1, kept in table `meta`):
+
+- `series`: one row per series key (site, gateway, probe, depth, quantity,
+  source), so observations carry a small integer instead of six strings.
+- `observation`: primary key (series_id, time_ns), WITHOUT ROWID, so a
+  series' time range is one index range scan and a rewrite of the same
+  series and time replaces the row (INSERT OR REPLACE: last write wins).
+  Missing values are NULL (SQLite stores NaN as NULL anyway).
+- `label`: each distinct (unit, flag_test, model_id, model_version) once;
+  observations carry its id, so a year of one probe does not repeat its
+  unit and test names a million times, and queries read integers.
+- `axis`: each distinct wavelength axis once (float64 blob, keyed by its
+  SHA-256); spectra are float64 blobs pointing at their axis, so they come
+  back bit for bit.
+
+Durability: WAL with synchronous=FULL, one transaction per `write()`, so
+what `write()` returned survives a power cut, at one fsync per batch.
+Several processes may write the same file: BEGIN IMMEDIATE, a busy timeout
+and bounded retries (observatory.deadletter.run_write).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import sqlite3
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from humus.records import Observation, Source
+from observatory.deadletter import BUSY_TIMEOUT_S, connect, run_write
+from observatory.store import Selection, SeriesData, StoreError, observations_of, series_sort_key
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS series (
+        id INTEGER PRIMARY KEY,
+        site TEXT NOT NULL, gateway TEXT NOT NULL, probe TEXT NOT NULL,
+        depth_key TEXT NOT NULL, depth_cm REAL,
+        quantity TEXT NOT NULL, source TEXT NOT NULL,
+        has_spectra INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (site, gateway, probe, depth_key, quantity, source))""",
+    "CREATE INDEX IF NOT EXISTS series_probe ON series(probe, quantity)",
+    "CREATE INDEX IF NOT EXISTS series_quantity ON series(quantity, source)",
+    """CREATE TABLE IF NOT EXISTS label (
+        id INTEGER PRIMARY KEY, unit TEXT NOT NULL, flag_test TEXT NOT NULL,
+        model_id TEXT NOT NULL, model_version TEXT NOT NULL,
+        UNIQUE (unit, flag_test, model_id, model_version))""",
+    """CREATE TABLE IF NOT EXISTS axis (
+        id INTEGER PRIMARY KEY, sha256 TEXT NOT NULL UNIQUE, wavelengths BLOB NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS observation (
+        series_id INTEGER NOT NULL REFERENCES series(id),
+        time_ns INTEGER NOT NULL,
+        value REAL, uncertainty REAL, flag INTEGER NOT NULL,
+        label_id INTEGER NOT NULL REFERENCES label(id),
+        spectrum BLOB, axis_id INTEGER REFERENCES axis(id),
+        PRIMARY KEY (series_id, time_ns)) WITHOUT ROWID""",
+)
+
+_COLUMNS = "time_ns, value, uncertainty, flag, label_id, spectrum, axis_id"
+_SCALAR_COLUMNS = "time_ns, value, uncertainty, flag, label_id"
+
+
+def _depth_key(depth: float | None) -> str:
+    return "" if depth is None else repr(float(depth))
+
+
+def _axis_hash(blob: bytes) -> str:
+    return hashlib.sha256(blob).hexdigest()
+
+
+class SqliteStore:
+    """Store backend on one SQLite file; see the module docstring for the layout."""
+
+    def __init__(self, path: str | Path, create: bool = True, busy_timeout_s: float = BUSY_TIMEOUT_S) -> None:
+        self.path = Path(path)
+        if not create and not self.path.is_file():
+            raise StoreError(f"no archive at {self.path} (expected a SQLite file written by 'humus ingest' or 'humus demo')")
+        self._con = connect(self.path, busy_timeout_s)
+        self._series: dict[tuple, int] = {}
+        self._axes: dict[str, int] = {}
+        self._labels: dict[tuple, int] = {}
+        self._spectral: set[int] = set()
+        self._axis_values: dict[int, np.ndarray] = {}
+        try:
+            version = self._schema_version()
+        except sqlite3.DatabaseError as e:
+            self._con.close()
+            raise StoreError(f"{self.path}: not a Humus archive ({e})") from None
+        if version is None:
+            if not create:
+                self._con.close()
+                raise StoreError(f"{self.path}: not a Humus archive (no meta table)")
+            run_write(self._con, f"{self.path}: create schema", self._create)
+        elif version != SCHEMA_VERSION:
+            self._con.close()
+            raise StoreError(f"{self.path}: archive schema version {version}, this humus reads version {SCHEMA_VERSION}")
+
+    def _schema_version(self) -> int | None:
+        row = self._con.execute("SELECT name FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
+        if row is None:
+            return None
+        row = self._con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        return int(row[0]) if row else None
+
+    @staticmethod
+    def _create(con: sqlite3.Connection) -> None:
+        for stmt in _SCHEMA:
+            con.execute(stmt)
+        con.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+    # -- writing -----------------------------------------------------------
+
+    def write(self, observations: Sequence[Observation]) -> None:
+        if observations:
+            run_write(self._con, f"{self.path}: write {len(observations)} observations", self._write, observations)
+
+    def _series_id(self, con: sqlite3.Connection, obs: Observation) -> int:
+        key = obs.series_key
+        sid = self._series.get(key)
+        if sid is None:
+            row = (obs.site, obs.gateway, obs.probe, _depth_key(obs.depth_cm), obs.depth_cm, obs.quantity, obs.source.value)
+            con.execute("INSERT OR IGNORE INTO series(site, gateway, probe, depth_key, depth_cm, quantity, source) "
+                        "VALUES (?,?,?,?,?,?,?)", row)
+            sid = con.execute("SELECT id FROM series WHERE site=? AND gateway=? AND probe=? AND depth_key=? "
+                              "AND quantity=? AND source=?", row[:4] + row[5:]).fetchone()[0]
+            self._series[key] = sid
+        return sid
+
+    def _label_id(self, con: sqlite3.Connection, obs: Observation) -> int:
+        key = (obs.unit, obs.flag_test or "", obs.model_id or "", obs.model_version or "")
+        lid = self._labels.get(key)
+        if lid is None:
+            con.execute("INSERT OR IGNORE INTO label(unit, flag_test, model_id, model_version) VALUES (?,?,?,?)", key)
+            lid = con.execute("SELECT id FROM label WHERE unit=? AND flag_test=? AND model_id=? AND model_version=?",
+                              key).fetchone()[0]
+            self._labels[key] = lid
+        return lid
+
+    def _axis_id(self, con: sqlite3.Connection, wavelengths: tuple[float, ...]) -> int:
+        blob = np.asarray(wavelengths, dtype="<f8").tobytes()
+        digest = _axis_hash(blob)
+        aid = self._axes.get(digest)
+        if aid is None:
+            con.execute("INSERT OR IGNORE INTO axis(sha256, wavelengths) VALUES (?, ?)", (digest, blob))
+            aid = con.execute("SELECT id FROM axis WHERE sha256=?", (digest,)).fetchone()[0]
+            self._axes[digest] = aid
+        return aid
+
+    def _write(self, con: sqlite3.Connection, observations: Sequence[Observation]) -> None:
+        rows = []
+        try:
+            for o in observations:
+                if isinstance(o.value, tuple):
+                    value, spectrum = None, np.asarray(o.value, dtype="<f8").tobytes()
+                    axis = self._axis_id(con, o.wavelengths_nm)
+                    sid = self._series_id(con, o)
+                    if sid not in self._spectral:
+                        con.execute("UPDATE series SET has_spectra=1 WHERE id=?", (sid,))
+                        self._spectral.add(sid)
+                else:
+                    value = None if math.isnan(o.value) else float(o.value)
+                    spectrum = axis = None
+                rows.append((self._series_id(con, o), o.time_ns, value, o.uncertainty, int(o.flag),
+                             self._label_id(con, o), spectrum, axis))
+        except BaseException:
+            # Ids cached during a transaction that rolls back would point nowhere.
+            self._series.clear()
+            self._axes.clear()
+            self._labels.clear()
+            self._spectral.clear()
+            raise
+        con.executemany(f"INSERT OR REPLACE INTO observation(series_id, {_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)", rows)
+
+    # -- reading -----------------------------------------------------------
+
+    def _matching_series(self, sel: Selection) -> list[tuple]:
+        where, args = [], []
+        for name in ("site", "gateway", "probe", "quantity"):
+            v = getattr(sel, name)
+            if v is not None:
+                where.append(f"{name}=?")
+                args.append(v)
+        if sel.source is not None:
+            where.append("source=?")
+            args.append(Source(sel.source).value)
+        sql = "SELECT id, site, gateway, probe, depth_cm, quantity, source, has_spectra FROM series"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        rows = self._con.execute(sql, args).fetchall()
+        return sorted(rows, key=lambda r: series_sort_key(r[1:7]))
+
+    def _axis(self, aid: int) -> np.ndarray:
+        arr = self._axis_values.get(aid)
+        if arr is None:
+            blob = self._con.execute("SELECT wavelengths FROM axis WHERE id=?", (aid,)).fetchone()[0]
+            arr = self._axis_values[aid] = np.frombuffer(blob, dtype="<f8")
+        return arr
+
+    def columns(self, selection: Selection) -> Iterator[SeriesData]:
+        remaining = selection.limit
+        labels = self._label_columns()
+        for sid, site, gateway, probe, depth, quantity, source, spectral in self._matching_series(selection):
+            if remaining is not None and remaining <= 0:
+                return
+            sql = f"SELECT {_COLUMNS if spectral else _SCALAR_COLUMNS} FROM observation WHERE series_id=?"
+            args = [sid]
+            if selection.since_ns is not None:
+                sql += " AND time_ns>=?"
+                args.append(selection.since_ns)
+            if selection.until_ns is not None:
+                sql += " AND time_ns<?"
+                args.append(selection.until_ns)
+            sql += " ORDER BY time_ns"
+            if remaining is not None:
+                sql += " LIMIT ?"
+                args.append(remaining)
+            rows = self._con.execute(sql, args).fetchall()
+            if not rows:
+                continue
+            if remaining is not None:
+                remaining -= len(rows)
+            yield self._to_series((site, gateway, probe, depth, quantity, Source(source)), rows, labels)
+
+    def _label_columns(self) -> list[np.ndarray]:
+        """unit, flag_test, model_id, model_version as object arrays indexed by label id ("" -> None)."""
+        rows = self._con.execute("SELECT id, unit, flag_test, model_id, model_version FROM label").fetchall()
+        size = max((r[0] for r in rows), default=0) + 1
+        cols = [np.full(size, None, dtype=object) for _ in range(4)]
+        for lid, *values in rows:
+            for c, v in zip(cols, values):
+                c[lid] = v if v else None
+        cols[0][[r[0] for r in rows]] = [r[1] for r in rows]  # a unit may be "" and stays ""
+        return cols
+
+    def _to_series(self, key: tuple, rows: list[tuple], labels: list[np.ndarray]) -> SeriesData:
+        columns = list(zip(*rows))
+        t, v, u, f, lab = columns[:5]
+        spectra = wavelengths = None
+        if len(columns) > 5 and any(s is not None for s in columns[5]):
+            spectra = [None if s is None else np.frombuffer(s, dtype="<f8") for s in columns[5]]
+            wavelengths = [None if a is None else self._axis(a) for a in columns[6]]
+        lab = np.array(lab, dtype=np.intp)
+        unit, flag_test, model_id, model_version = (c[lab] for c in labels)
+        return SeriesData(*key, time_ns=np.array(t, dtype=np.int64), value=np.array(v, dtype=np.float64),
+                          uncertainty=np.array(u, dtype=np.float64), flag=np.array(f, dtype=np.uint8),
+                          unit=unit, flag_test=flag_test, model_id=model_id, model_version=model_version,
+                          spectra=spectra, wavelengths=wavelengths)
+
+    def query(self, selection: Selection) -> Iterable[Observation]:
+        for data in self.columns(selection):
+            yield from observations_of(data)
+
+    def close(self) -> None:
+        self._con.close()
+
+    def __enter__(self) -> "SqliteStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
