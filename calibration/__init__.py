@@ -24,7 +24,8 @@ Spectral models (`calibration.model`):
                       dark=None, white=None)
     p.value, p.uncertainty, p.t2, p.q, p.flag, p.flag_test, p.model_id, p.model_version
     model.id, model.version, model.content_hash, model.save(path)
-    fit_spectral_model(wavelengths_nm, X, y, model_id=..., epo_pairs=(wet, dry), local=LocalSettings(...))
+    fit_spectral_model(wavelengths_nm, X, y, model_id=..., epo_pairs=(wet, dry), local=LocalSettings(...),
+                       transform="none" | "sqrt" | "auto")       # target scale, calibration.transform
 Predictions that cannot be made (spectrum not covering the grid, missing
 references) come back with value NaN and flag MISSING, never an exception.
 
@@ -40,13 +41,14 @@ from calibration.model import LocalSettings, ModelFileError, Prediction, Spectra
 from calibration.moisture import (PolynomialCalibration, ec_at_25c, polynomial_vwc, teros12_permittivity,
                                   teros12_vwc, topp_vwc)
 from calibration.spectra import SavitzkyGolay, absorbance, reflectance, resample, snv
+from calibration.transform import TargetTransform
 from calibration.stock import Layer, cumulative_stock, equivalent_mass_stock, layer_stock, soil_mass_to_depth
 from calibration.trend import Trend, stock_trend, years_to_detect
 
 __all__ = [
     "Calibrated", "LocalSettings", "ModelFileError", "Prediction", "SpectralModel", "fit_spectral_model",
     "PolynomialCalibration", "ec_at_25c", "polynomial_vwc", "teros12_permittivity", "teros12_vwc", "topp_vwc",
-    "SavitzkyGolay", "absorbance", "reflectance", "resample", "snv",
+    "TargetTransform", "SavitzkyGolay", "absorbance", "reflectance", "resample", "snv",
     "Layer", "cumulative_stock", "equivalent_mass_stock", "layer_stock", "soil_mass_to_depth",
     "Trend", "stock_trend", "years_to_detect",
 ]

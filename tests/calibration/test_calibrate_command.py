@@ -108,3 +108,22 @@ def test_holdout_by_sample_keeps_held_out_soils_out_of_the_epo_fit(tmp_path, cap
                             "--select", "state=wet", "--format", "json", *split], capsys)
     assert status == 0, err
     assert json.loads(out)["n"] == 6
+
+
+def test_default_fit_chooses_the_target_scale_by_cv_and_show_says_which(nirsoil_csv, tmp_path, capsys):
+    model = tmp_path / "c.npz"
+    status, out, err = run(["calibrate", "fit", "--data", str(nirsoil_csv), "--target", "Ciso", "--out", str(model),
+                            "--max-components", "8", "--folds", "5"], capsys)
+    assert status == 0, err
+    status, out, _ = run(["calibrate", "show", str(model), "--format", "json"], capsys)
+    tt = json.loads(out)["target_transform"]
+    assert tt["requested"] == "auto"
+    assert tt["name"] == min(tt["rmsecv_by_transform"], key=tt["rmsecv_by_transform"].get)
+    status, out, _ = run(["calibrate", "show", str(model)], capsys)
+    assert status == 0 and "target modelled as" in out
+
+
+def test_blend_without_local_is_refused_in_one_line(nirsoil_csv, tmp_path, capsys):
+    status, out, err = run(["calibrate", "fit", "--data", str(nirsoil_csv), "--target", "Ciso", "--out",
+                            str(tmp_path / "x.npz"), "--blend"], capsys)
+    assert status == 2 and "--blend needs --local" in err and len(err.strip().splitlines()) == 1

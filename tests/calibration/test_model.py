@@ -132,7 +132,7 @@ def test_local_pls_model_predicts_and_round_trips(nirsoil, tmp_path):
     loaded = SpectralModel.load(model.save(tmp_path / "local.npz"))
     preds = np.array([loaded.predict(wl, row).value for row in x[100:]])
     assert np.sqrt(np.mean((preds - y[100:]) ** 2)) < y[100:].std()
-    assert loaded.meta["local"] == {"neighbours": 40, "min_components": 2, "max_components": 6}
+    assert loaded.meta["local"] == {"neighbours": 40, "min_components": 2, "max_components": 6, "blend": False}
 
 
 def test_fit_refuses_missing_values(nirsoil):
@@ -171,4 +171,34 @@ def test_local_pls_averages_the_nested_models(nirsoil):
     _, x, y = nirsoil
     fit = fit_pls(x[:60], y[:60], 9)
     expected = np.mean([fit.truncate(k).predict(x[60:66]) for k in range(3, 10)], axis=0)
+    expected = np.clip(expected, y[:60].min(), y[:60].max())
     assert _local_pls(x[:60], y[:60], x[60:66], LocalSettings(60, 3, 9)) == pytest.approx(expected, abs=1e-10)
+
+
+def test_local_pls_never_predicts_beyond_its_neighbours_values(nirsoil):
+    from calibration.model import _local_pls
+
+    _, x, y = nirsoil
+    from calibration.pls import fit_pls
+
+    b = fit_pls(x[:60], y[:60], 3).coef
+    step = 10.0 * (y[:60].max() - y[:60].min()) * b / (b @ b)   # far along the regression direction
+    mean = x[:60].mean(axis=0)
+    p = _local_pls(x[:60], y[:60], np.vstack([mean + step, mean - step]), LocalSettings(60, 3, 9))
+    assert y[:60].min() <= p.min() and p.max() <= y[:60].max()
+    assert p.max() - p.min() > 0.5 * (y[:60].max() - y[:60].min())   # clipped at both ends, not flattened
+
+
+def test_blended_local_model_averages_local_and_global_predictions(nirsoil):
+    from calibration.model import _local_pls
+
+    wl, x, y = nirsoil
+    blended = fit_spectral_model(wl, x[:100], y[:100], model_id="b", max_components=8, folds=5,
+                                 local=LocalSettings(40, 2, 6, blend=True))
+    glob = fit_spectral_model(wl, x[:100], y[:100], model_id="g", max_components=8, folds=5)
+    z = blended.chain(x[105])
+    corr = np.corrcoef(np.vstack([z, blended.arrays["library_x"]]))[0, 1:]
+    nn = np.argsort(-corr)[:40]
+    local = _local_pls(blended.arrays["library_x"][nn], y[:100][nn], z[None, :], LocalSettings(40, 2, 6))[0]
+    expected = 0.5 * (local + glob.predict(wl, x[105]).value)
+    assert blended.predict(wl, x[105]).value == pytest.approx(expected, abs=1e-9)
