@@ -100,7 +100,9 @@ def topp_vwc(permittivity: Any) -> Calibrated:
 class PolynomialCalibration:
     """A soil-specific calibration θ = c0 + c1 x + c2 x² + ... from configuration.
 
-    `input` says what x is: TEROS 12 RAW counts or apparent permittivity.
+    `input` says what x is: TEROS 12 RAW counts, apparent permittivity, or
+    ``reading``: another sensor's own output (e.g. a Modbus probe's moisture
+    in %), checked only against the physical limits of water content.
     Coefficients come from a soil-specific calibration (METER, "Soil sensor
     calibration" application note: fit θ measured gravimetrically against
     the sensor output over 4-6 water contents).
@@ -109,8 +111,8 @@ class PolynomialCalibration:
     coefficients: tuple[float, ...] = setting(check=lambda c: 1 <= len(c) <= 6,
                                               expect="1 to 6 coefficients, c0 first",
                                               doc="θ = c0 + c1 x + c2 x² + ... (m³/m³)")
-    input: str = setting("raw", check=lambda s: s in ("raw", "permittivity"),
-                         expect="'raw' or 'permittivity'", doc="what x is")
+    input: str = setting("raw", check=lambda s: s in ("raw", "permittivity", "reading"),
+                         expect="'raw', 'permittivity' or 'reading'", doc="what x is")
     uncertainty: float = setting(0.02, check=lambda u: 0 <= u < 1, expect="m³/m³ in [0, 1)",
                                  doc="standard uncertainty of the calibration (m³/m³)")
     max_vwc: float = setting(1.0, check=lambda v: 0 < v <= 1, expect="a porosity in (0, 1]",
@@ -125,6 +127,8 @@ def polynomial_vwc(x: Any, calibration: PolynomialCalibration) -> Calibrated:
     if calibration.input == "raw":
         root = 2.887e-9 * xs**3 - 2.080e-5 * xs**2 + 5.276e-2 * xs - 43.39
         _raw_checks(flags, xs, root, root**2)
+    elif calibration.input == "reading":
+        flags.raise_where(np.isnan(xs), QualityFlag.MISSING, "missing")
     else:
         flags.raise_where(np.isnan(xs), QualityFlag.MISSING, "missing")
         flags.raise_where((xs < PERMITTIVITY_AIR) | (xs > PERMITTIVITY_WATER_MAX), QualityFlag.FAIL,
