@@ -2,8 +2,8 @@
 
 Design (docs/stores.md has the reader's version):
 
-- Measurement `observation` for scalar values, `spectrum` for spectra,
-  `wavelength_axis` for each distinct wavelength axis. One measurement per
+- Measurement `humus_observation` for scalar values, `humus_spectrum` for
+  spectra, `humus_wavelength_axis` for each distinct wavelength axis. One measurement per
   kind rather than per quantity: a selection by any tag is one InfluxQL
   statement, and the quantity is a tag like the others.
 - Tags (the series key, indexed): site, gateway, probe, depth_cm (omitted
@@ -18,7 +18,7 @@ Design (docs/stores.md has the reader's version):
   Spectra: `values` = base64 of little-endian float64 (split into
   `values_1`, `values_2`... past 48,000 characters, under the 64 KB string
   field limit of InfluxDB 1.x), `n_bands` (int), `axis` = SHA-256 of the
-  float64 wavelengths. `wavelength_axis,axis=<sha256>` holds the axis the
+  float64 wavelengths. `humus_wavelength_axis,axis=<sha256>` holds the axis the
   same way, written at the time of the first spectrum of each batch that
   uses it, so it ages out with its spectra under a retention policy.
 - Timestamps in nanoseconds (`precision=ns`).
@@ -39,7 +39,9 @@ import numpy as np
 
 from humus.records import Observation
 
-SCALAR, SPECTRUM, AXIS = "observation", "spectrum", "wavelength_axis"
+# Prefixed: a database is often shared with other systems (Telegraf, a peer project), and
+# a bare `observation` measurement of theirs with other field types would refuse our writes.
+SCALAR, SPECTRUM, AXIS = "humus_observation", "humus_spectrum", "humus_wavelength_axis"
 CHUNK_CHARS = 48_000
 """Base64 characters per string field: below InfluxDB 1.x's 64 KB string field limit."""
 

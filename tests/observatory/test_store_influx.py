@@ -22,7 +22,7 @@ def test_a_batch_of_long_spectra_is_split_into_requests_the_server_accepts():
 def test_line_protocol_escapes_strings_and_writes_every_field():
     o = Observation("s", "g", "p", "vwc", 5, 0.5, 'kPa "gauge" \\ x', flag=QualityFlag.FAIL)
     (line,) = lp.encode([o])
-    assert line == ('observation,site=s,gateway=g,probe=p,quantity=vwc,source=raw value=0.5,missing=false,'
+    assert line == ('humus_observation,site=s,gateway=g,probe=p,quantity=vwc,source=raw value=0.5,missing=false,'
                     'uncertainty=-1.0,flag=4i,flag_test="",unit="kPa \\"gauge\\" \\\\ x",model_id="",'
                     'model_version="" 5')
 
