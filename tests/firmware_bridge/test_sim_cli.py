@@ -110,7 +110,6 @@ def test_bad_arguments_give_one_line_and_exit_status_2(args, expected):
 def test_every_model_is_read_by_the_driver_that_sim_list_names(sim_process, model):
     from firmware_bridge.sim.registry import get_model
     entry = get_model(model)
-    pytest.importorskip(entry.factory.partition(":")[0])
     proc, link = sim_process("--probe", model, "--seed", "2")
     address = ["--address", entry.default_address] if entry.default_address else []
     out = humus("probe", "read", "--port", str(link), "--driver", entry.driver, *address)
