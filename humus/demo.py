@@ -11,6 +11,9 @@ deployment uses (written to DIR so they can be read and reused).
 from __future__ import annotations
 
 import logging
+import shutil
+import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -226,11 +229,16 @@ def run_demo(directory: Path, duration: float | None, broker: str | None, seed: 
         say("running" + (f" for {duration:g} s" if duration else "; press Ctrl-C to stop") + "...")
 
         deadline = None if duration is None else time.monotonic() + duration
+        # SIGTERM (systemd, kill) stops the demo as cleanly as Ctrl-C does.
+        previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+        started.append(lambda: signal.signal(signal.SIGTERM, previous))
         try:
             while not stop.wait(0.2):
                 if deadline is not None and time.monotonic() >= deadline:
                     break
         except KeyboardInterrupt:
+            pass
+        if deadline is None or time.monotonic() < deadline:
             say("stopping...")
         if errors:
             raise errors[0]
@@ -285,4 +293,15 @@ def print_summary(archive: Path, say: Callable[[str], None]) -> None:
         say("no observations reached the archive; see the log lines above")
     say("")
     say("Look at what was collected with:")
-    say(f"  humus query --store sqlite:{archive} --probe teros-a --quantity vwc")
+    say(f"  {_humus_command()} query --store sqlite:{archive} --probe teros-a --quantity vwc")
+
+
+def _humus_command() -> str:
+    """How the user can type `humus` here: `.venv/bin/humus` after `make demo`, unless it is on PATH."""
+    exe = Path(sys.argv[0])
+    if exe.name != "humus" or shutil.which("humus") == str(exe.resolve()):
+        return "humus"
+    try:
+        return str(exe.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(exe)

@@ -80,8 +80,9 @@ def test_demo_fills_the_archive_with_every_simulated_quantity(tmp_path):
     r = run_demo(tmp_path)
     check_archive(archive(tmp_path))
     # The demo ends by telling the user how to look at the data; that command works.
-    line = next(ln for ln in r.stdout.splitlines() if ln.strip().startswith("humus query"))
+    line = next(ln for ln in r.stdout.splitlines() if " query --store " in ln)
     args = shlex.split(line.strip())[1:]
+    assert args[0] == "query"
     q = subprocess.run([sys.executable, "-m", "humus.cli", *args], capture_output=True, text=True, timeout=60)
     assert q.returncode == 0, q.stderr
     assert "teros-a" in q.stdout and "vwc" in q.stdout
