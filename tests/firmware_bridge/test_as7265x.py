@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import time
 
 import numpy as np
 import pytest
@@ -86,48 +85,6 @@ def test_wetter_soil_reads_darker(tmp_path):
         assert reading.ok, reading.message
         totals.append(np.sum(reading.spectrum.values))
     assert totals[1] < 0.85 * totals[0]
-
-
-@pytest.mark.parametrize("fault, value, status", [
-    ("no_answer", True, DriverStatus.TIMEOUT),
-    ("slow_answer_s", 0.5, DriverStatus.TIMEOUT),
-    ("partial_frame", True, DriverStatus.PARTIAL),
-    ("garbage", True, DriverStatus.GARBLED),
-])
-def test_each_fault_switch_gives_its_documented_status(tmp_path, fault, value, status):
-    with triad(tmp_path) as (driver, fw, faults, _p):
-        assert driver.read().ok
-        setattr(faults, fault, value)
-        reading = driver.read()
-        assert reading.status is status, reading.message
-        faults.clear()
-        if fault == "slow_answer_s":
-            time.sleep(0.6)
-        assert driver.read().ok
-
-
-def test_corrupt_crc_switch_has_nothing_to_corrupt_in_the_at_protocol(tmp_path):
-    with triad(tmp_path) as (driver, fw, faults, _p):
-        faults.corrupt_crc = True
-        assert driver.read().status is DriverStatus.OK
-
-
-def test_saturated_channels_are_reported_with_the_spectrum_attached(tmp_path):
-    with triad(tmp_path) as (driver, fw, faults, _p):
-        faults.saturation = True
-        reading = driver.read()
-        assert fw.led is False
-    assert reading.status is DriverStatus.SATURATED
-    assert reading.spectrum is not None and reading.spectrum.saturated
-    assert "full scale" in reading.message and "gain" in reading.message
-
-
-def test_identical_spectra_are_reported_stuck(tmp_path):
-    with triad(tmp_path, options={"stuck_polls": 2}) as (driver, fw, faults, _p):
-        first = driver.read()
-        faults.stuck_value = True
-        statuses = [driver.read().status for _ in range(2)]
-    assert first.ok and statuses == [DriverStatus.OK, DriverStatus.STUCK]
 
 
 def test_bad_options_are_configuration_errors(tmp_path):

@@ -83,38 +83,6 @@ def test_streaming_probe_is_read_without_a_command(tmp_path):
     assert reading.status is DriverStatus.OK, reading.message
 
 
-@pytest.mark.parametrize("fault, value, status", [
-    ("no_answer", True, DriverStatus.TIMEOUT),
-    ("slow_answer_s", 0.6, DriverStatus.TIMEOUT),
-    ("corrupt_crc", True, DriverStatus.CRC_ERROR),
-    ("partial_frame", True, DriverStatus.PARTIAL),
-    ("garbage", True, DriverStatus.GARBLED),
-    ("saturation", True, DriverStatus.SATURATED),
-])
-def test_each_fault_switch_gives_its_documented_status(tmp_path, fault, value, status):
-    with probe_on_pty(tmp_path) as (driver, fw, faults, _p):
-        assert driver.read().ok
-        setattr(faults, fault, value)
-        reading = driver.read()
-        assert reading.status is status, reading.message
-        if status is DriverStatus.SATURATED:
-            assert reading.values["soil_temp"].value == 125.0
-        faults.clear()
-        if fault == "slow_answer_s":
-            time.sleep(0.4)
-        assert driver.read().ok
-
-
-def test_stuck_value_is_reported_after_stuck_polls(tmp_path):
-    with probe_on_pty(tmp_path, options={"stuck_polls": 3}) as (driver, fw, faults, _p):
-        faults.stuck_value = True
-        statuses = [driver.read().status for _ in range(3)]
-        faults.clear()
-        after = driver.read().status
-    assert statuses == [DriverStatus.OK, DriverStatus.OK, DriverStatus.STUCK]
-    assert after is DriverStatus.OK
-
-
 def test_missing_checksum_is_refused_when_required(tmp_path):
     with probe_on_pty(tmp_path, options={"require_checksum": True}, checksum=False) as (driver, *_):
         reading = driver.read()

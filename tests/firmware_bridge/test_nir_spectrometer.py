@@ -118,41 +118,6 @@ def test_references_are_reused_while_younger_than_max_age(tmp_path):
     assert fw.captures == [Capture.DARK, Capture.WHITE, Capture.SAMPLE, Capture.SAMPLE]
 
 
-@pytest.mark.parametrize("fault, value, status", [
-    ("no_answer", True, DriverStatus.TIMEOUT),
-    ("slow_answer_s", 0.5, DriverStatus.TIMEOUT),
-    ("corrupt_crc", True, DriverStatus.CRC_ERROR),
-    ("partial_frame", True, DriverStatus.PARTIAL),
-    ("garbage", True, DriverStatus.GARBLED),
-])
-def test_each_fault_switch_gives_its_documented_status(tmp_path, fault, value, status):
-    with spectrometer(tmp_path) as (driver, fw, faults, _p):
-        assert driver.read().ok
-        setattr(faults, fault, value)
-        reading = driver.read()
-        assert reading.status is status, reading.message
-        faults.clear()
-        if fault == "slow_answer_s":
-            time.sleep(0.6)
-        assert driver.read().ok
-
-
-def test_saturation_is_reported_with_the_spectrum_attached(tmp_path):
-    with spectrometer(tmp_path, options={"integration_ms": 100}) as (driver, fw, faults, _p):
-        faults.saturation = True
-        reading = driver.read()
-    assert reading.status is DriverStatus.SATURATED
-    assert reading.spectrum.saturated and max(reading.spectrum.values) == 65535
-    assert "integration_ms" in reading.message
-
-
-def test_identical_sample_frames_are_reported_stuck(tmp_path):
-    with spectrometer(tmp_path, options={"stuck_polls": 2}) as (driver, fw, faults, _p):
-        faults.stuck_value = True
-        statuses = [driver.read().status for _ in range(2)]
-    assert statuses == [DriverStatus.OK, DriverStatus.STUCK]
-
-
 def test_unplug_replug_recovers_and_recaptures_references(tmp_path):
     with spectrometer(tmp_path, options={"reference_max_age_s": 600}) as (driver, fw, faults, probe):
         assert driver.read().ok

@@ -115,30 +115,12 @@ def test_a_corrupted_crc_is_a_crc_error_after_the_retries(sdi_bus, driver_on):
     assert drv.bus.retries == 2
 
 
-def test_a_partial_frame_is_partial(sdi_bus, driver_on):
-    sim = sdi_bus("0")
-    sim.faults.partial_frame = True
-    assert driver_on(sim).read().status is DriverStatus.PARTIAL
-
-
 def test_garbage_bytes_are_garbled(sdi_bus, driver_on):
     sim = sdi_bus("0")
     sim.faults.garbage = True
     drv = driver_on(sim)
     statuses = {drv.read().status for _ in range(3)}
     assert statuses == {DriverStatus.GARBLED}
-
-
-def test_a_stuck_value_is_reported_after_five_identical_polls(sdi_bus, driver_on):
-    sim = sdi_bus("0", measure_s=0)
-    drv = driver_on(sim)
-    assert drv.read().ok
-    sim.faults.stuck_value = True
-    statuses = [drv.read().status for _ in range(5)]
-    # The poll before the fault and four stuck ones are five identical readings.
-    assert statuses == [DriverStatus.OK] * 3 + [DriverStatus.STUCK] * 2
-    sim.faults.clear()
-    assert drv.read().ok
 
 
 def test_a_value_a_teros12_cannot_report_is_out_of_range(run_probe, transports):
