@@ -1,4 +1,5 @@
-"""The TEROS-12 driver against its simulator: values, determinism, and every fault's status."""
+"""The TEROS-12 driver against its simulator: values, determinism, retries and replug
+(the status of each fault switch is in test_fault_statuses.py)."""
 
 from __future__ import annotations
 
