@@ -9,14 +9,24 @@ PYTEST_ARGS ?=
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# One virtual environment, two stamps: `make demo` installs only the demo's
+# dependencies (.[demo]: no scipy, scikit-learn, pandas or InfluxDB client),
+# `make test` adds everything the tests need on top. Running both costs one
+# venv, not two; running only the demo stays small (sizes in the README).
+$(VENV)/bin/python:
 	@deploy/ensure-python.sh $(PYTHON)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install -q -e '.[test]'
 	@touch $@
 
-demo: venv
+$(VENV)/.installed-demo: pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install -q -e '.[demo]'
+	@touch $@
+
+demo: $(VENV)/.installed-demo
 	$(HUMUS) demo
 
 servers:

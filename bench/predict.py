@@ -1,10 +1,14 @@
 """Spectra predicted per second on the gateway path, one spectrum per call.
 
-Ours: `SpectralModel.predict` (Savitzky-Golay 1st derivative, SNV, EPO, PLS on the √y scale,
-Hotelling T² and Q residual, flag) on absorbance spectra already on the
-model grid. Baseline, same work: scipy.signal.savgol_filter + numpy SNV +
+Ours: `SpectralModel.predict` (Savitzky-Golay 1st derivative, SNV, EPO,
+PLS on the √y scale, Hotelling T² and Q residual, the moisture index on
+the absorbance, the calibrated sample-specific uncertainty, flags) on
+absorbance spectra already on the model grid: everything that does not
+depend on the spectrum is folded into a few arrays when the model loads.
+Baseline: scipy.signal.savgol_filter + numpy SNV +
 numpy EPO projection + scikit-learn PLSRegression.predict and .transform
-(for T²) + numpy Q residual. Also printed: the minimal baseline
+(for T²) + numpy Q residual; it does less than ours (no moisture index, no
+uncertainty model), so the ratio is conservative. Also printed: the minimal baseline
 (savgol_filter + PLSRegression.predict only) and the memory-based local PLS
 path. Data: shared/data/nirsoil (EPO from shared/data/soilspec-epo), or the
 test subset in tests/calibration/data when shared/ is absent.

@@ -11,7 +11,7 @@ Moisture (`calibration.moisture`), scalars or numpy arrays in, same shape out,
 each returning ``Calibrated(value, uncertainty, flag, flag_test)``:
     teros12_vwc(raw_counts, media="mineral" | "soilless")   # m³/m³, METER manual Eq. 5/6
     teros12_permittivity(raw_counts)                         # ε_a, manual Eq. 7
-    topp_vwc(permittivity)                                   # Topp et al. 1980
+    topp_vwc(permittivity, permittivity_uncertainty=None)    # Topp et al. 1980, input uncertainty carried
     polynomial_vwc(x, PolynomialCalibration(...))            # per-soil, from config
     ec_at_25c(ec_us_cm, temperature_c)                       # Sheets & Hendrickx 1995
 
@@ -22,33 +22,39 @@ Spectral models (`calibration.model`):
     model = SpectralModel.load(path)            # ModelFileError (one line) if unusable
     p = model.predict(wavelengths_nm, spectrum, kind="absorbance" | "reflectance" | "counts",
                       dark=None, white=None)
-    p.value, p.uncertainty, p.t2, p.q, p.flag, p.flag_test, p.model_id, p.model_version
+    p.value, p.uncertainty, p.t2, p.q, p.flag, p.flag_test, p.model_id, p.model_version, p.moisture
     model.id, model.version, model.content_hash, model.save(path)
-    fit_spectral_model(wavelengths_nm, X, y, model_id=..., epo_pairs=(wet, dry), local=LocalSettings(...),
-                       transform="none" | "sqrt" | "auto")       # target scale, calibration.transform
+    fit_spectral_model(wavelengths_nm, X, y, model_id=..., epo_pairs=(wet, dry), epo_components=None,
+                       method="global" | "local" | "blend" | "auto", local=LocalSettings(...),
+                       transform="none" | "sqrt" | "auto", groups=soil_ids)   # choices by CV: calibration.fit
+    check_applicable(model, probe_wavelengths_nm, input_kind, probe=...)   # -> list of problems (config checks)
+    check_moisture_calibration(model_name, driver, probe=...)               # calibration.applicability
 Predictions that cannot be made (spectrum not covering the grid, missing
 references) come back with value NaN and flag MISSING, never an exception.
 
 Stocks and trends:
-    layer_stock(Layer(...)), cumulative_stock(layers, 30), equivalent_mass_stock(layers, ref_mass),
-    soil_mass_to_depth(layers, 30)                           # calibration.stock, Mg C/ha
-    stock_trend(times_years, stocks, uncertainties) -> Trend # calibration.trend, 4 ‰ progress
-    years_to_detect(rate, noise_sd, interval_years)
+    layer_stock(Layer(...)), cumulative_stock(layers, 30), soil_mass_to_depth(layers, 30, basis=...),
+    equivalent_mass_stock(layers, ref_mass, basis="fine_soil" | "mineral", interpolation="linear" | "pchip")
+                                                             # calibration.stock, Mg C/ha -> EsmStock
+    stock_trend(times_years, stocks, uncertainties=None) -> Trend   # calibration.trend: GLS, AR(1), χ² check
+    years_to_detect(rate, noise_sd, interval_years, phi=0.0)
 """
 
+from calibration.applicability import check_applicable, check_moisture_calibration
 from calibration.calibrated import Calibrated
 from calibration.model import LocalSettings, ModelFileError, Prediction, SpectralModel, fit_spectral_model
 from calibration.moisture import (PolynomialCalibration, ec_at_25c, polynomial_vwc, teros12_permittivity,
                                   teros12_vwc, topp_vwc)
 from calibration.spectra import SavitzkyGolay, absorbance, reflectance, resample, snv
 from calibration.transform import TargetTransform
-from calibration.stock import Layer, cumulative_stock, equivalent_mass_stock, layer_stock, soil_mass_to_depth
-from calibration.trend import Trend, stock_trend, years_to_detect
+from calibration.stock import EsmStock, Layer, cumulative_stock, equivalent_mass_stock, layer_stock, soil_mass_to_depth
+from calibration.trend import Trend, TrendFit, fit_trend, stock_trend, years_to_detect
 
 __all__ = [
     "Calibrated", "LocalSettings", "ModelFileError", "Prediction", "SpectralModel", "fit_spectral_model",
     "PolynomialCalibration", "ec_at_25c", "polynomial_vwc", "teros12_permittivity", "teros12_vwc", "topp_vwc",
     "TargetTransform", "SavitzkyGolay", "absorbance", "reflectance", "resample", "snv",
-    "Layer", "cumulative_stock", "equivalent_mass_stock", "layer_stock", "soil_mass_to_depth",
-    "Trend", "stock_trend", "years_to_detect",
+    "EsmStock", "Layer", "cumulative_stock", "equivalent_mass_stock", "layer_stock", "soil_mass_to_depth",
+    "Trend", "TrendFit", "fit_trend", "stock_trend", "years_to_detect",
+    "check_applicable", "check_moisture_calibration",
 ]

@@ -10,6 +10,7 @@ scipy.stats in tests/calibration.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from statistics import NormalDist
 
 _EPS, _TINY, _ITER = 1e-15, 1e-300, 500
@@ -107,19 +108,48 @@ def _quantile(cdf, p: float, lo: float, hi: float) -> float:
     return 0.5 * (lo + hi)
 
 
+def t_pdf(t: float, df: float) -> float:
+    return math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+                    - (df + 1) / 2 * math.log1p(t * t / df))
+
+
+@lru_cache(maxsize=4096)   # pure function of two numbers; trend simulations repeat them
 def t_ppf(p: float, df: float) -> float:
-    """Quantile of Student's t with `df` degrees of freedom."""
+    """Quantile of Student's t with `df` degrees of freedom.
+
+    Newton's method on the CDF from the normal quantile (a few CDF calls: trend
+    simulations call this thousands of times), bisection if Newton strays.
+    """
     if p == 0.5:
         return 0.0
     if p < 0.5:
         return -t_ppf(1.0 - p, df)
-    return _quantile(lambda x: t_cdf(x, df), p, 0.0, 10.0)
+    if not 0.5 < p < 1.0:
+        raise ValueError(f"probability {p}: expected 0 < p < 1")
+    x = norm_ppf(p)
+    # Cornish-Fisher start (Abramowitz & Stegun 26.7.5, first two terms)
+    x = x + (x**3 + x) / (4 * df) + (5 * x**5 + 16 * x**3 + 3 * x) / (96 * df * df)
+    for _ in range(30):
+        f = t_cdf(x, df) - p
+        d = t_pdf(x, df)
+        if not d > 0:
+            break
+        step = f / d
+        x_new = x - step
+        if not (x_new > 0 and math.isfinite(x_new)):
+            break
+        if abs(step) <= 1e-13 * max(1.0, abs(x_new)):
+            return x_new
+        x = x_new
+    return _quantile(lambda v: t_cdf(v, df), p, 0.0, 10.0)
 
 
+@lru_cache(maxsize=4096)   # pure function of two numbers; trend simulations repeat them
 def f_ppf(p: float, d1: float, d2: float) -> float:
     return _quantile(lambda x: f_cdf(x, d1, d2), p, 0.0, 10.0)
 
 
+@lru_cache(maxsize=4096)   # pure function of two numbers; trend simulations repeat them
 def chi2_ppf(p: float, df: float) -> float:
     return _quantile(lambda x: chi2_cdf(x, df), p, 0.0, max(10.0, 2.0 * df))
 

@@ -13,18 +13,18 @@ calibration.transform; format version 2). Each prediction carries a
 standard uncertainty, Hotelling's T² and the Q residual against the
 calibration set, and a QARTOD flag (SUSPECT out of domain).
 
-Domain statistics: T² = Σ t_a² / s_a² over the PLS scores; its limit
-T²_lim = k (n² - 1) / (n (n - k)) F(k, n - k; α) for a new observation
-(Tracy, N.D., Young, J.C., Mason, R.L. 1992, Journal of Quality Technology
-24, 88-95). Q = ||x - t P'||², limit g χ²_h(α) with g = var(Q)/(2 mean(Q)),
-h = 2 mean(Q)² / var(Q) (Box 1954; Nomikos, P., MacGregor, J.F. 1995,
-Technometrics 37, 41-59), with mean and variance of the cross-validated Q
-of the calibration samples; from EMPIRICAL_Q_MIN_N samples on, the empirical
-quantile of those cross-validated Q instead (robust to library outliers). Prediction uncertainty:
-u = RMSECV · sqrt(1 + 1/n + T²/(n - 1)), the leverage-based prediction error
-of ASTM E1655-17 ("Standard Practices for Infrared Multivariate Quantitative
-Analysis", section on leverage), with RMSECV standing for the reference and
-model error.
+Domain statistics: T² = Σ t_a² / s_a² over the PLS scores (Hotelling) and
+Q = ||x - t P'||² (the residual; Jackson, J.E., Mudholkar, G.S. 1979,
+Technometrics 21, 341-349); their limits come from the cross-validated T²
+and Q of the calibration samples so that about 1 - level of calibration-like
+spectra are flagged (calibration.domain), and a moisture check on the
+absorbance itself flags wet spectra reaching a dry model whatever the
+preprocessing. Prediction uncertainty is sample-specific and calibrated on
+cross-validated errors (calibration.uncertainty); model files written before
+it (no ``uncertainty`` member) keep u = RMSECV · sqrt(1 + 1/n + T²/(n - 1)),
+ASTM E1655-17's leverage-based prediction error. How the model was chosen
+(components, EPO dimension, target scale, global or local PLS) is recorded
+under ``selection`` (calibration.fit).
 """
 
 from __future__ import annotations
@@ -33,20 +33,20 @@ import hashlib
 import io
 import json
 import math
-import zipfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
 import numpy as np
 
-from calibration._stats import chi2_ppf, f_ppf
-from calibration.epo import Epo, fit_epo
-from calibration.metrics import figures_of_merit
-from calibration.pls import PlsFit, cross_validate, fit_pls
+from calibration.applicability import check_applicable  # noqa: F401  (public: calibration.model.check_applicable)
+from calibration.domain import MoistureIndex
+from calibration.epo import Epo
+from calibration.model_file import ModelFileError, check_model_arrays, read_model_file
+from calibration.pls import PlsFit, fit_pls
 from calibration.spectra import SavitzkyGolay, absorbance, reflectance, resample
-from calibration.transform import TRANSFORMS, TargetTransform
+from calibration.transform import TargetTransform
+from calibration.uncertainty import UncertaintyModel
 from humus.records import QualityFlag
 
 FORMAT = "humus-spectral-model"
@@ -58,16 +58,11 @@ DEFAULT_PREPROCESSING: tuple[dict[str, Any], ...] = (
     {"op": "snv"},
 )
 """Savitzky-Golay first derivative then SNV: the reference chain of TARGETS.md."""
-EMPIRICAL_Q_MIN_N = 100
-"""From this many calibration samples on, the Q limit is the empirical quantile of cross-validated Q."""
 DOMAIN_LEVEL = 0.99
-"""Confidence level of the T² and Q limits: 1 % of calibration-like spectra exceed each."""
+"""Level of the applicability domain: about 1 % of calibration-like spectra are flagged by T² or Q (the
+union, calibration.domain), and 1 % of calibration spectra by the moisture check of a dry model."""
 
 InputKind = Literal["absorbance", "reflectance", "counts"]
-
-
-class ModelFileError(Exception):
-    """A model file that cannot be used; str() is the one line to show."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +77,8 @@ class Prediction:
     flag_test: str
     model_id: str
     model_version: str
+    moisture: float | None = None
+    """The moisture index (calibration.domain) when the model carries a moisture check."""
 
 
 @dataclass(frozen=True)
@@ -173,6 +170,15 @@ class SpectralModel:
         self._rmse = float(tr["rmsecv"])
         self._n = int(tr["n"])
         self._y_range = (float(tr["y_min"]), float(tr["y_max"]))
+        # Members added after format version 2 was first written; absent in older files.
+        self.uncertainty = UncertaintyModel.from_meta(meta["uncertainty"]) if meta.get("uncertainty") else None
+        self.moisture: MoistureIndex | None = None
+        m = meta.get("moisture") or {}
+        if m.get("check"):
+            w = arrays["moisture_weights"]
+            if w.shape != self.grid.shape:
+                raise ValueError(f"moisture_weights of shape {w.shape} for {self.grid.shape[0]} bands")
+            self.moisture = MoistureIndex(w, float(m["offset"]), float(m["limit"]), str(m["basis"]))
         self._precompute()
 
     # -- precomputation: fold EPO and centring into a handful of small matrices --
@@ -243,7 +249,7 @@ class SpectralModel:
         z = self.chain(a)
         if not np.isfinite(z).all():
             return self._missing("spectrum_incomplete")
-        return self._predict_preprocessed(z, flag, test)
+        return self._predict_preprocessed(z, flag, test, a)
 
     def _same_grid(self, wavelengths_nm: Any) -> bool:
         if wavelengths_nm is self._last_wl:
@@ -267,23 +273,36 @@ class SpectralModel:
         t2 = float((t * t) @ self._inv_var)
         return t2, max(float(q), 0.0), t
 
-    def _predict_preprocessed(self, z: np.ndarray, flag: QualityFlag, test: str) -> Prediction:
+    def _predict_preprocessed(self, z: np.ndarray, flag: QualityFlag, test: str,
+                              a: np.ndarray | None = None) -> Prediction:
         t2, q, t = self._stats(z)
-        if self.local is None:
-            value = float(self.transform.inverse(float(t @ self._q) + self._ymean))
-        else:
-            v = self._local_value(z)
-            if self.local.blend:
-                v = 0.5 * (v + float(t @ self._q) + self._ymean)
-            value = float(self.transform.inverse(v))
-        unc = self._rmse * math.sqrt(1.0 + 1.0 / self._n + t2 / (self._n - 1))
+        v = float(t @ self._q) + self._ymean
+        if self.local is not None:
+            v_local = self._local_value(z)
+            v = 0.5 * (v_local + v) if self.local.blend else v_local
+        value = float(self.transform.inverse(v))
+        if self.uncertainty is not None:
+            unc = self.uncertainty(value, t2, q, v)
+        else:   # model files from before the calibrated uncertainty: ASTM E1655 leverage form
+            unc = self._rmse * math.sqrt(1.0 + 1.0 / self._n + t2 / (self._n - 1))
+        flags = [(flag, test)]
         if t2 > self.t2_limit or q > self.q_limit:
-            flag, test = QualityFlag.worst(flag, QualityFlag.SUSPECT), test or "applicability_domain"
+            flags.append((QualityFlag.SUSPECT, "applicability_domain"))
+        moisture = None
+        if self.moisture is not None and a is not None:
+            moisture = float(a @ self.moisture.weights) + self.moisture.offset
+            if moisture > self.moisture.limit:
+                flags.append((QualityFlag.SUSPECT, "moisture" if self.moisture.basis == "calibration"
+                              else "moisture_beyond_epo_pairs"))
         lo, hi = self._y_range
+        if lo >= 0.0 and value < 0.0:
+            flags.append((QualityFlag.FAIL, "prediction_negative"))   # a content below zero cannot exist
         margin = 0.1 * (hi - lo)
         if not lo - margin <= value <= hi + margin:
-            flag, test = QualityFlag.worst(flag, QualityFlag.SUSPECT), test or "calibration_range"
-        return Prediction(value, unc, t2, q, flag, test, self.id, self.version)
+            flags.append((QualityFlag.SUSPECT, "calibration_range"))
+        if len(flags) > 1:
+            flag, test = _worst_flag(flags)
+        return Prediction(value, unc, t2, q, flag, test, self.id, self.version, moisture)
 
     def _local_value(self, z: np.ndarray) -> float:
         zp = self.epo.apply(z) if self.epo is not None else z
@@ -320,24 +339,8 @@ class SpectralModel:
     def load(cls, path: str | Path) -> "SpectralModel":
         """Load and verify a model file; ModelFileError (one line) when it cannot be used."""
         path = Path(path)
-        try:
-            with path.open("rb") as f:
-                magic = f.read(4)
-            if magic != b"PK\x03\x04":
-                raise ModelFileError(f"{path}: not a Humus model file (expected a .npz archive)")
-            with np.load(path, allow_pickle=False) as z:
-                arrays = {name: np.array(z[name]) for name in z.files}
-        except FileNotFoundError:
-            raise ModelFileError(f"{path}: model file not found") from None
-        except IsADirectoryError:
-            raise ModelFileError(f"{path}: is a directory, expected a model file") from None
-        except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
-            raise ModelFileError(f"{path}: not a Humus model file (.npz): {e}") from None
-        try:
-            meta = json.loads(str(arrays.pop("meta")))
-        except (KeyError, ValueError):
-            raise ModelFileError(f"{path}: no valid JSON description ('meta') in the model file") from None
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        meta, arrays = read_model_file(path)      # sizes, pickle and nesting checked before reading (model_file)
+        if meta.get("format") != FORMAT:
             raise ModelFileError(f"{path}: format is not {FORMAT!r}")
         if meta.get("format_version") not in READABLE_FORMAT_VERSIONS:
             raise ModelFileError(f"{path}: format_version {meta.get('format_version')!r}, "
@@ -346,14 +349,29 @@ class SpectralModel:
         if meta.get("content_hash") != expected:
             raise ModelFileError(f"{path}: content hash mismatch (file altered or truncated): "
                                  f"recorded {meta.get('content_hash')!r}, computed {expected!r}")
+        check_model_arrays(path, meta, arrays)
         try:
-            return cls(meta, arrays)
-        except (KeyError, TypeError, ValueError, IndexError) as e:
-            raise ModelFileError(f"{path}: incomplete or inconsistent model: {e!r}") from None
+            model = cls(meta, arrays)
+            probe = model.chain(np.linspace(0.0, 1.0, model.grid.shape[0]))
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+            raise ModelFileError(f"{path}: incomplete or inconsistent model: {type(e).__name__}: {str(e)[:120]}") \
+                from None
+        if probe.shape != model.grid.shape:
+            raise ModelFileError(f"{path}: inconsistent model: its preprocessing turns {model.grid.shape[0]} bands "
+                                 f"into {probe.shape}")
+        return model
 
     def describe(self) -> dict[str, Any]:
         """The JSON description (what `humus calibrate show` prints)."""
         return dict(self.meta)
+
+
+def _worst_flag(flags: list[tuple[QualityFlag, str]]) -> tuple[QualityFlag, str]:
+    """The worst flag and the name of the first test that set it (PASS has no test name)."""
+    worst = QualityFlag.worst(*(f for f, _ in flags))
+    if worst is QualityFlag.PASS:
+        return worst, ""
+    return worst, next(t for f, t in flags if f is worst and t) if any(f is worst and t for f, t in flags) else ""
 
 
 def content_hash(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> str:
@@ -392,21 +410,29 @@ def fit_spectral_model(wavelengths_nm: Any, x: Any, y: Any, *, model_id: str, ve
                        target: str = "soc", unit: str = "%", input: InputKind = "absorbance",
                        preprocessing: Sequence[dict[str, Any]] = DEFAULT_PREPROCESSING,
                        max_components: int = 20, n_components: int | None = None, folds: int = 10,
-                       epo_pairs: tuple[Any, Any] | None = None, epo_components: int = 2,
-                       local: LocalSettings | None = None, seed: int = 0, transform: str = "none",
+                       epo_pairs: tuple[Any, Any] | None = None, epo_components: int | None = None,
+                       local: LocalSettings | None = None, method: str | None = None, seed: int = 0,
+                       transform: str = "none", groups: Sequence[Any] | None = None,
                        extra: dict[str, Any] | None = None) -> SpectralModel:
-    """Fit a spectral PLS model from arrays in memory.
+    """Fit a spectral PLS model from arrays in memory (every choice by cross-validation, calibration.fit).
 
     `x` holds one spectrum per row on `wavelengths_nm` (absorbance, or
     reflectance with ``input="reflectance"``), `y` the reference values.
-    Components are chosen by `folds`-fold cross-validation unless
+    Components: the simplest count not significantly worse than the CV
+    minimum up to `max_components` (calibration.selection), unless
     `n_components` is given. `epo_pairs` = (wet, dry) paired spectra on the
-    same grid fit an EPO projection applied before PLS. `local` makes a
-    memory-based local PLS model (the library travels in the model file).
-    `transform` ("none", "sqrt" or "auto") is the scale y is modelled on
-    (calibration.transform); "auto" keeps "sqrt" only when it lowers the
-    cross-validated RMSE in the property's own unit (and y >= 0).
+    same grid fit an EPO projection applied before PLS, with
+    `epo_components` (None: chosen by CV on the pairs). `method` is
+    "global", "local", "blend" (local and global averaged) or "auto" (the
+    simplest not significantly worse by CV); None means "global", or what
+    `local` asks for (its `blend`). `local` holds the neighbourhood
+    settings. `transform` ("none", "sqrt" or "auto") is the scale y is
+    modelled on (calibration.transform); "auto" keeps the one with the lower
+    CV RMSE in the property's own unit. `groups` (e.g. soil ids) keep all
+    rows of one group in one CV fold.
     """
+    from calibration import fit as fitting
+
     grid = np.asarray(wavelengths_nm, dtype=float)
     x = np.asarray(x, dtype=float)
     y = np.asarray(y, dtype=float).ravel()
@@ -420,6 +446,14 @@ def fit_spectral_model(wavelengths_nm: Any, x: Any, y: Any, *, model_id: str, ve
         raise ValueError("wavelengths must increase strictly")
     if input not in ("absorbance", "reflectance"):
         raise ValueError(f"input {input!r}: expected 'absorbance' or 'reflectance' spectra to fit on")
+    if groups is not None and len(groups) != y.shape[0]:
+        raise ValueError(f"{len(groups)} group labels for {y.shape[0]} samples")
+    if method is None:
+        method = "global" if local is None else ("blend" if local.blend else "local")
+    if method not in ("auto", *fitting.METHODS):
+        raise ValueError(f"method {method!r}: expected auto, global, local or blend")
+    methods = list(fitting.METHODS) if method == "auto" else [method]
+    local = LocalSettings(local.neighbours, local.min_components, local.max_components) if local else LocalSettings()
     steps = [dict(s) for s in preprocessing]
     chain = Chain(steps)
     if any(s["op"] == "savgol" for s in steps):
@@ -427,124 +461,26 @@ def fit_spectral_model(wavelengths_nm: Any, x: Any, y: Any, *, model_id: str, ve
         if not np.allclose(step, step.mean(), rtol=1e-3, atol=0):
             raise ValueError("Savitzky-Golay needs an evenly spaced wavelength grid; resample first")
     to_abs = absorbance if input == "reflectance" else (lambda v: v)
-    z = chain(to_abs(x))
-    epo = None
+    a = to_abs(x)
+    z = chain(a)
+    pairs = pairs_abs = None
     if epo_pairs is not None:
-        wet, dry = (chain(to_abs(np.asarray(v, dtype=float))) for v in epo_pairs)
-        epo = fit_epo(wet, dry, epo_components)
-        z = epo.apply(z)
-    if transform == "auto":
-        names = ["none", "sqrt"] if y.min() >= 0 else ["none"]
-    elif transform in TRANSFORMS:
-        names = [transform]
-    else:
-        raise ValueError(f"target transform {transform!r}: expected one of {', '.join(TRANSFORMS)} or 'auto'")
-    candidates = [_fit_scale(z, y, TargetTransform(name), max_components, n_components, folds, seed, local)
-                  for name in names]
-    rmse_of = {c[0].name: float(np.sqrt(np.mean((c[3] - y) ** 2))) for c in candidates}
-    tf, cv, pls, cv_pred, q_cv = min(candidates, key=lambda c: rmse_of[c[0].name])
-    k = pls.n_components
-    fitted = tf.inverse(pls.predict(z))
-    t2_limit, q_limit = _domain_limits(len(y), k, q_cv, DOMAIN_LEVEL)
-    cvfm = figures_of_merit(y, cv_pred)
-    meta: dict[str, Any] = {
-        "format": FORMAT, "format_version": FORMAT_VERSION,
-        "id": model_id, "version": str(version),
-        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "target": target, "unit": unit, "input": input,
-        "preprocessing": steps,
-        "epo": {"n_components": epo.n_components, "pairs": int(np.asarray(epo_pairs[0]).shape[0])} if epo else None,
-        "pls": {"n_components": k, "y_mean": pls.y_mean, "cv_folds": folds, "cv_seed": seed,
-                "rmsecv_by_components": [round(float(v), 6) for v in cv.rmsecv]},
-        "local": vars(local) if local else None,
-        "target_transform": {**tf.to_meta(), "requested": transform,
-                             "rmsecv_by_transform": {n: round(v, 6) for n, v in rmse_of.items()}},
-        "domain": {"level": DOMAIN_LEVEL, "t2_limit": t2_limit, "q_limit": q_limit},
-        "training": {"n": int(len(y)), "rmsec": float(np.sqrt(np.mean((fitted - y) ** 2))),
-                     "rmsecv": cvfm["rmse"], "r2cv": cvfm["r2"], "biascv": cvfm["bias"],
-                     "rpd": cvfm["rpd"], "rpiq": cvfm["rpiq"],
-                     "y_min": float(y.min()), "y_max": float(y.max()), "y_mean": float(y.mean())},
-        "wavelength_range_nm": [float(grid[0]), float(grid[-1])],
-        "bands": int(grid.shape[0]),
-    }
-    if extra:
-        meta["extra"] = extra
-    arrays = {"wavelengths_nm": grid, "x_mean": pls.x_mean, "weights": pls.weights, "loadings": pls.loadings,
-              "y_loadings": pls.y_loadings, "rotations": pls.rotations, "score_var": pls.score_var}
-    if epo is not None:
-        arrays["epo_directions"] = epo.directions
-    if local is not None:
-        arrays["library_x"], arrays["library_y"] = z, y
+        pairs_abs = tuple(to_abs(np.asarray(v, dtype=float)) for v in epo_pairs)
+        if pairs_abs[0].shape != pairs_abs[1].shape or pairs_abs[0].ndim != 2 or \
+                pairs_abs[0].shape[1] != grid.shape[0]:
+            raise ValueError(f"EPO pairs: wet {pairs_abs[0].shape} and dry {pairs_abs[1].shape} spectra, expected "
+                             f"the same shape with {grid.shape[0]} bands")
+        pairs = (chain(pairs_abs[0]), chain(pairs_abs[1]))
+        if epo_components is not None and not 1 <= int(epo_components) <= min(pairs[0].shape):
+            raise ValueError(f"{epo_components} EPO components: expected 1 to {min(pairs[0].shape)} "
+                             f"for {pairs[0].shape[0]} pairs")
+    folds = max(2, min(int(folds), len(set(map(str, groups))) if groups is not None else y.shape[0]))
+    fold = fitting.fold_ids(y.shape[0], folds, seed, groups)
+    choice = fitting.choose(z, y, scales=fitting.check_scales(transform, y), max_components=max_components,
+                            n_components=n_components, fold=fold, seed=seed, pairs=pairs,
+                            epo_components=epo_components, methods=methods, local=local)
+    meta, arrays = fitting.build(grid, a, y, steps, choice, model_id=model_id, version=version, target=target,
+                                 unit=unit, input=input, folds=folds, seed=seed, local=local, pairs_abs=pairs_abs,
+                                 requested_transform=transform, level=DOMAIN_LEVEL, extra=extra)
     meta["content_hash"] = content_hash(meta, arrays)
     return SpectralModel(meta, arrays)
-
-
-def _fit_scale(z: np.ndarray, y: np.ndarray, tf: TargetTransform, max_components: int,
-               n_components: int | None, folds: int, seed: int, local: LocalSettings | None):
-    """Fit on one target scale: (transform with its bias term, CV, PLS, CV predictions in y's unit, CV Q)."""
-    yt = tf.forward(y)
-    cv = cross_validate(z, yt, max_components, folds=folds, seed=seed)
-    k = int(n_components) if n_components is not None else cv.n_components
-    pls = fit_pls(z, yt, k)
-    cv_t, q_cv = _cv_predictions(z, yt, k, folds, seed)
-    if local is not None:
-        cv_local = _local_cv(z, yt, local, folds, seed)
-        cv_t = 0.5 * (cv_t + cv_local) if local.blend else cv_local
-    if tf.name != "none":
-        tf = TargetTransform(tf.name, float(np.mean((cv_t - yt) ** 2)))
-    return tf, cv, pls, tf.inverse(cv_t), q_cv
-
-
-def _cv_predictions(z: np.ndarray, y: np.ndarray, k: int, folds: int, seed: int
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """Cross-validated predictions and Q residuals of each sample against the model without it.
-
-    The Q limit comes from these: a calibration sample's own residual is
-    smaller than a new spectrum's (the model was fitted to it), so in-sample
-    residuals would flag far more than 1 - level of new, ordinary spectra.
-    """
-    order = np.random.default_rng(seed).permutation(len(y))
-    pred, q = np.zeros(len(y)), np.zeros(len(y))
-    for f in range(folds):
-        test = order[f::folds]
-        train = np.setdiff1d(order, test)
-        fit = fit_pls(z[train], y[train], k)
-        xc = z[test] - fit.x_mean
-        pred[test] = xc @ fit.coef + fit.y_mean
-        resid = xc - (xc @ fit.rotations) @ fit.loadings.T
-        q[test] = np.einsum("ij,ij->i", resid, resid)
-    return pred, q
-
-
-def _local_cv(z: np.ndarray, y: np.ndarray, local: LocalSettings, folds: int, seed: int) -> np.ndarray:
-    c = z - z.mean(axis=1, keepdims=True)
-    unit = c / np.linalg.norm(c, axis=1, keepdims=True)
-    order = np.random.default_rng(seed).permutation(len(y))
-    pred = np.zeros(len(y))
-    for f in range(folds):
-        test = order[f::folds]
-        train = np.setdiff1d(order, test)
-        corr = unit[test] @ unit[train].T
-        kn = min(local.neighbours, len(train))
-        for row, i in enumerate(test):
-            nn = train[np.argpartition(-corr[row], kn - 1)[:kn]]
-            pred[i] = _local_pls(z[nn], y[nn], z[i][None, :], local)[0]
-    return pred
-
-
-def _domain_limits(n: int, k: int, q_cv: np.ndarray, level: float) -> tuple[float, float]:
-    if n - k > 0:
-        t2 = k * (n * n - 1) / (n * (n - k)) * f_ppf(level, k, n - k)
-    else:
-        t2 = float("inf")
-    if len(q_cv) >= EMPIRICAL_Q_MIN_N:
-        # Soil libraries hold a few spectral outliers whose huge Q inflates the moments the
-        # Box approximation needs; with enough samples the empirical quantile is the honest limit.
-        return t2, float(np.quantile(q_cv, level))
-    mean, var = float(q_cv.mean()), float(q_cv.var(ddof=1))
-    if mean > 0 and var > 0:
-        g, h = var / (2 * mean), 2 * mean * mean / var
-        q = g * chi2_ppf(level, h)
-    else:
-        q = float("inf")
-    return t2, q

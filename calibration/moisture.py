@@ -34,7 +34,9 @@ from humus.config import setting
 from humus.records import QualityFlag
 
 TEROS12_GENERIC_UNCERTAINTY = 0.03
-"""m³/m³, manual section 3.1 (generic calibration, mineral soils)."""
+"""m³/m³, manual section 3.1 (generic calibration, mineral soils). METER states accuracies as ±a without a
+coverage level; Humus uses a as the standard uncertainty (1σ), the conservative reading (GUM 4.3.7 would give
+a/√3 for the bounds of a rectangular distribution). Documented in docs/calibration.md."""
 TOPP_UNCERTAINTY = 0.013
 """m³/m³, standard error of estimate of Topp et al. (1980)."""
 VWC_FAIL_BELOW = -0.10
@@ -79,21 +81,33 @@ def teros12_vwc(raw_counts: Any, media: Literal["mineral", "soilless"] = "minera
     return finish(vwc, np.asarray(TEROS12_GENERIC_UNCERTAINTY), flags, scalar)
 
 
-def topp_vwc(permittivity: Any) -> Calibrated:
+def topp_vwc(permittivity: Any, permittivity_uncertainty: Any = None) -> Calibrated:
     """Volumetric water content from apparent permittivity, Topp et al. (1980) Eq. 6.
 
     θ = -5.3e-2 + 2.92e-2 ε - 5.5e-4 ε² + 4.3e-6 ε³ (mineral soils; fitted
     for ε ≈ 3-40, so values above 40 are flagged suspect).
+    Uncertainty: the equation's standard error (0.013) and the input's
+    uncertainty u_ε carried through dθ/dε (GUM 5.1.2), combined in
+    quadrature. `permittivity_uncertainty` None means a dielectric sensor's
+    usual specification, the TEROS 12's (±1 for ε <= 40, 15 % above,
+    manual 3.1), taken as a standard uncertainty; 0 for an exact input.
+    At ε = 10 the input adds 0.019 m³/m³, more than the equation's own 0.013.
     """
     eps, scalar = as_array(permittivity)
     vwc = -5.3e-2 + 2.92e-2 * eps - 5.5e-4 * eps**2 + 4.3e-6 * eps**3
+    if permittivity_uncertainty is None:
+        u_eps = np.where(eps <= 40.0, 1.0, 0.15 * eps)
+    else:
+        u_eps = np.broadcast_to(np.asarray(permittivity_uncertainty, dtype=float), eps.shape)
+    slope = 2.92e-2 - 1.1e-3 * eps + 1.29e-5 * eps**2
+    unc = np.sqrt(TOPP_UNCERTAINTY**2 + (slope * u_eps) ** 2)
     flags = FlagSet(eps.shape)
     flags.raise_where(np.isnan(eps), QualityFlag.MISSING, "missing")
     flags.raise_where((eps < PERMITTIVITY_AIR) | (eps > PERMITTIVITY_WATER_MAX), QualityFlag.FAIL,
                       "permittivity_physical_limits")
     flags.raise_where(eps > 40.0, QualityFlag.SUSPECT, "topp_range")
     _vwc_checks(flags, vwc, 1.0)
-    return finish(vwc, np.asarray(TOPP_UNCERTAINTY), flags, scalar)
+    return finish(vwc, unc, flags, scalar)
 
 
 @dataclass(frozen=True)
@@ -142,7 +156,12 @@ EC_RANGE_US_CM = (0.0, 20_000.0)
 
 
 def ec_at_25c(ec_us_cm: Any, temperature_c: Any) -> Calibrated:
-    """Bulk electrical conductivity (µS/cm) corrected to 25 °C.
+    """Bulk electrical conductivity (µS/cm) corrected to 25 °C, for sensors that report EC at soil temperature.
+
+    Not for the TEROS 12: it already reports bulk EC corrected to 25 °C
+    (METER TEROS 11/12 Integrator Guide), and correcting again biases EC by
+    up to 40 % at 5 °C (`calibration.applicability.check_moisture_calibration`
+    refuses the combination).
 
     Sheets & Hendrickx (1995): EC25 = EC_T (0.4470 + 1.4034 exp(-T/26.815)).
     Uncertainty: TEROS 12 accuracy ±(5 % + 10 µS/cm) of the reading, scaled by

@@ -37,14 +37,21 @@ class CalibratedValue:
 
 
 class CalibrationSetupError(ValueError):
-    """A calibration that cannot be built (e.g. an unreadable model file)."""
+    """A calibration that cannot be built (e.g. an unreadable model file); `quantity` says which."""
+
+    quantity = ""
 
 
 class Calibrator:
     def __init__(self, quantity: str, settings: CalibrationSettings) -> None:
         self.quantity = quantity
         self.settings = settings
-        self.model_id, self.model_version, self.unit, self._fn = _build(settings)
+        try:
+            self.model_id, self.model_version, self.unit, self._fn = _build(settings)
+        except CalibrationSetupError as e:
+            e.quantity = quantity     # which [probes.calibration.<quantity>] it was
+            raise
+        self.model = getattr(self._fn, "model", None)   # the SpectralModel of a spectral calibration
         self.inputs = tuple(q for q in (settings.input, settings.temperature_input) if q)
 
     def apply(self, reading: Reading) -> CalibratedValue | None:
@@ -118,5 +125,6 @@ def _build(s: CalibrationSettings) -> tuple[str, str, str, Callable[..., Any]]:
             k = kind or {"counts": "counts", "reflectance": "reflectance"}.get(sp.unit)
             return model.predict(sp.wavelengths_nm, sp.values, kind=k, dark=sp.dark, white=sp.white)
 
+        predict.model = model   # type: ignore[attr-defined]  # for the configuration checks (Calibrator.model)
         return model.id, model.version, unit[:32], predict
     raise CalibrationSetupError(f"unknown calibration model {s.model!r}")

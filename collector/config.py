@@ -21,7 +21,7 @@ from humus.records import ID_PATTERN, QUANTITY_PATTERN
 
 
 def _id(v: str) -> bool:
-    return bool(ID_PATTERN.match(v))
+    return bool(ID_PATTERN.fullmatch(v))
 
 
 def _positive(v: float) -> bool:
@@ -60,6 +60,15 @@ class PublishSettings:
                                             doc="replay rate of the backlog after an outage (live data goes first)")
     reconnect_min_s: float = setting(1.0, check=_positive, expect="seconds > 0")
     reconnect_max_s: float = setting(120.0, check=_positive, expect="seconds > 0")
+    confirm: Literal["receipt", "puback"] = setting(
+        "receipt", doc="receipt: keep a batch until the centre says it is stored; puback: delete on the "
+                       "broker's PUBACK (only for a centre that sends no receipts)")
+    receipt_timeout_s: float = setting(60.0, check=lambda v: 1 <= v <= 86400, expect="1 to 86400 seconds",
+                                       doc="re-send a batch the centre has not confirmed after this long")
+    receipt_timeout_max_s: float = setting(900.0, check=lambda v: 1 <= v <= 86400, expect="1 to 86400 seconds",
+                                           doc="the wait doubles per re-send of the same batch up to this")
+    max_unconfirmed_batches: int = setting(1000, check=lambda v: 1 <= v <= 100_000, expect="1 to 100000",
+                                           doc="batches sent and awaiting a receipt at most")
 
 
 @dataclass(frozen=True)
@@ -155,11 +164,27 @@ class GatewayConfig:
         return self.mqtt.client_id or f"humus-{self.gateway.site}-{self.gateway.id}"
 
 
+FLAT_LINE_MAX_POLLS = 1990
+"""A flat-line window longer than this many polls would not fit the kept QC window (2000 points)."""
+MAX_PROBES = 1000
+"""Probes one gateway configuration may hold (a gateway has 1-50; an SDI-12 bus at most 62)."""
+
+
 def load_gateway_config(path: str | Path) -> GatewayConfig:
-    """Read, validate and return the gateway configuration; ConfigError names the key at fault."""
+    """Read, validate and return the gateway configuration; ConfigError names the key at fault.
+
+    This is the one validation of a gateway file (`humus check-config`,
+    `humus collect` and its reload all call it): after the keys and the
+    rules between them, it builds every probe the daemon would build
+    (`collector.daemon.build_probes`: drivers with their options and
+    addresses, calibrations with their model files, QC windows) without
+    opening a serial port or a network connection.
+    """
     data = read_toml(path)
     if isinstance(data, dict) and "path" in data:
         raise ConfigError(path, "path", "no such key at the top level (it is set by the loader)")
+    if isinstance(data, dict) and isinstance(data.get("probes"), list) and len(data["probes"]) > MAX_PROBES:
+        raise ConfigError(path, "probes", f"at most {MAX_PROBES} [[probes]] tables", found=f"{len(data['probes'])}")
     cfg = load_section(GatewayConfig, data, file=path)
     cfg = GatewayConfig(gateway=cfg.gateway, mqtt=cfg.mqtt, publish=cfg.publish, probes=cfg.probes, path=str(path))
     _check_gateway(path, cfg)
@@ -170,6 +195,9 @@ def load_gateway_config(path: str | Path) -> GatewayConfig:
             raise ConfigError(path, f"{key}.id", "an id not used by another probe", p.id)
         seen.add(p.id)
         _check_probe(path, key, p)
+    from collector.daemon import close_probes, build_probes   # the daemon's own builder (it imports this module)
+
+    close_probes(build_probes(cfg))
     return cfg
 
 
@@ -188,33 +216,58 @@ def _check_gateway(path: str | Path, cfg: GatewayConfig) -> None:
     pub = cfg.publish
     if pub.reconnect_max_s < pub.reconnect_min_s:
         raise ConfigError(path, "publish.reconnect_max_s", "a value >= publish.reconnect_min_s", pub.reconnect_max_s)
-    if cfg.mqtt.password_file and not Path(cfg.mqtt.password_file).is_file():
-        raise ConfigError(path, "mqtt.password_file", "an existing file holding the password", cfg.mqtt.password_file)
-    for k in ("ca_file", "cert_file", "key_file"):
-        f = getattr(cfg.mqtt, k)
-        if f and not Path(f).is_file():
-            raise ConfigError(path, f"mqtt.{k}", "an existing PEM file", f)
+    if pub.receipt_timeout_max_s < pub.receipt_timeout_s:
+        raise ConfigError(path, "publish.receipt_timeout_max_s", "a value >= publish.receipt_timeout_s",
+                          pub.receipt_timeout_max_s)
+    data_dir = Path(cfg.gateway.data_dir)
+    if data_dir.exists() and not data_dir.is_dir():
+        raise ConfigError(path, "gateway.data_dir", "a directory (the spool lives there)", cfg.gateway.data_dir,
+                          found="a file")
+    cfg.mqtt.check_files(path)
 
 
 def _check_probe(path: str | Path, key: str, p: ProbeSettings) -> None:
     for q, qc in p.qc.items():
         where = f"{key}.qc.{q}"
-        if not QUANTITY_PATTERN.match(q):
+        if not QUANTITY_PATTERN.fullmatch(q):
             raise ConfigError(path, where, "a quantity name like 'soil_temp'", q)
         gr = qc.gross_range
+        if gr is not None:
+            for name, span in (("fail_span", gr.fail_span), ("suspect_span", gr.suspect_span)):
+                if span is not None and not span[0] < span[1]:
+                    raise ConfigError(path, f"{where}.gross_range.{name}", "[min, max] with min < max", list(span))
         if gr is not None and gr.suspect_span is not None:
-            flo, fhi = sorted(gr.fail_span)
-            slo, shi = sorted(gr.suspect_span)
+            flo, fhi = gr.fail_span
+            slo, shi = gr.suspect_span
             if slo < flo or shi > fhi:
                 raise ConfigError(path, f"{where}.gross_range.suspect_span",
                                   f"a span inside fail_span [{flo:g}, {fhi:g}]", list(gr.suspect_span))
+        sp = qc.spike
+        if sp is not None:
+            if sp.suspect_threshold is None and sp.fail_threshold is None:
+                raise ConfigError(path, f"{where}.spike", "suspect_threshold, fail_threshold or both")
+            if None not in (sp.suspect_threshold, sp.fail_threshold) and sp.fail_threshold < sp.suspect_threshold:
+                raise ConfigError(path, f"{where}.spike.fail_threshold", "a value >= suspect_threshold",
+                                  sp.fail_threshold)
+        rc = qc.rate_of_change
+        if rc is not None and rc.fail_threshold is not None and rc.fail_threshold < rc.threshold:
+            raise ConfigError(path, f"{where}.rate_of_change.fail_threshold", "a value >= threshold",
+                              rc.fail_threshold)
         fl = qc.flat_line
         if fl is not None and fl.fail_threshold_s < fl.suspect_threshold_s:
             raise ConfigError(path, f"{where}.flat_line.fail_threshold_s", "seconds >= suspect_threshold_s",
                               fl.fail_threshold_s)
+        if fl is not None:
+            # The window spans threshold / interval polls (collector.qartod.flat_line): fewer than 2
+            # flags every value, more than the kept window (collector.quality.MAX_WINDOW) never flags.
+            lo, hi = 2 * p.interval_s, FLAT_LINE_MAX_POLLS * p.interval_s
+            for name in ("suspect_threshold_s", "fail_threshold_s"):
+                if not lo <= getattr(fl, name) <= hi:
+                    raise ConfigError(path, f"{where}.flat_line.{name}", f"{lo:g} to {hi:g} seconds (2 to "
+                                      f"{FLAT_LINE_MAX_POLLS} polls of interval_s {p.interval_s:g})", getattr(fl, name))
     for q, cal in p.calibration.items():
         where = f"{key}.calibration.{q}"
-        if not QUANTITY_PATTERN.match(q):
+        if not QUANTITY_PATTERN.fullmatch(q):
             raise ConfigError(path, where, "a quantity name like 'vwc'", q)
         if cal.model == "spectral":
             if not cal.path:

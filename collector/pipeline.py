@@ -179,6 +179,6 @@ class ProbePipeline:
         if late is not None:
             prev = self._last.get(key)
             if prev is not None and _ORDER[late.flag] > _ORDER[prev.flag]:
-                out.append(dataclasses.replace(prev, flag=late.flag, flag_test=late.test))
+                out.append(dataclasses.replace(prev, flag=late.flag, flag_test=late.test, revision=prev.revision + 1))
         return worse(base, (verdict.flag, verdict.test)) if base[0] is not QualityFlag.NOT_EVALUATED \
             else (verdict.flag, verdict.test)

@@ -50,6 +50,7 @@ class PortWorker:
         self.stop = stop
         self.clock_ns = clock_ns
         self.alive_mono = time.monotonic()
+        self.died_of = ""              # why the thread ended, if not by `stop` (the collector restarts it)
         now = clock_ns()
         self._offset = now - time.monotonic_ns()
         for p in probes:
@@ -64,6 +65,13 @@ class PortWorker:
         return not self.thread.is_alive()
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as e:  # noqa: BLE001 - e.g. a library's sys.exit(); the collector restarts us
+            self.died_of = f"{type(e).__name__}: {e}"
+            log.error("port %s: polling stopped by %s; the collector restarts it", self.port, self.died_of)
+
+    def _loop(self) -> None:
         while not self.stop.is_set():
             self.alive_mono = time.monotonic()
             now = self.clock_ns()
@@ -86,9 +94,10 @@ class PortWorker:
             slot = due.next_ns
             try:
                 due.poll(slot)
-            except Exception:  # noqa: BLE001 - one probe's bug must not stop its bus
-                log.exception("probe %s on port %s: poll failed unexpectedly; the next slot is kept", due.probe_id,
-                              self.port)
+            except Exception as e:  # noqa: BLE001 - one probe's bug must not stop its bus
+                log.error("probe %s on port %s: poll failed unexpectedly (%s: %s); the next slot is kept; this is "
+                          "a bug, please report it with the debug log", due.probe_id, self.port, type(e).__name__, e)
+                log.debug("poll failure of probe %s", due.probe_id, exc_info=True)
             end = self.clock_ns()
             nxt = slot + int(round(due.interval_s * 1e9))
             if end >= nxt or nxt - end > 2 * int(round(due.interval_s * 1e9)):

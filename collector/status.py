@@ -52,6 +52,9 @@ class GatewayState:
         self.clock: dict[str, Any] = {"synced": True, "steps": 0, "last_step_s": None, "last_step_ns": None}
         self.config_reloads = 0
         self.config_errors = 0
+        self.thread_restarts: dict[str, int] = {}   # "publisher", "port <name>": in-process restarts
+        self.spool_failures = 0                     # polls whose observations could not be spooled
+        self.spool_lost_observations = 0            # the observations of those polls
 
     def probe(self, pid: str) -> ProbeState:
         return self.probes[pid]
@@ -110,6 +113,7 @@ def status_payload(state: GatewayState, spool_stats: Any, data_dir: str | Path, 
             "quota_bytes": spool_stats.quota_bytes, "dropped_by_quota": spool_stats.dropped_by_quota,
             "oldest_unsent_age_s": None if oldest is None else round(max(0, now_ns - oldest) / 1e9, 3),
             "next_seq": spool_stats.next_seq,
+            "dropped_seqs": [list(r) for r in getattr(spool_stats, "dropped_seqs", ())],
         }
     doc["disk_free_bytes"] = disk_free_bytes(data_dir)
     doc["cpu_temp_c"] = cpu_temperature_c()

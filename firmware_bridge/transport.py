@@ -6,7 +6,12 @@ one bus corrupt both), reads with deadlines, and turns every way a port can
 fail into `PortAbsent` or `PortBusy`. After a failure it closes the port and
 re-opens it on the next `ensure_open()`; while the device stays away, open
 attempts are spaced by exponential back-off, so a missing probe costs one
-cheap exception per poll and never a busy loop or a stalled gateway.
+cheap exception per poll and never a busy loop or a stalled gateway. The
+back-off is capped at a few seconds, and while the device node is missing
+each `ensure_open()` only checks (one stat(), or one USB scan for a
+``usb:`` name) whether it exists again: a replugged probe is opened at the
+first poll after its return, however long it was away (measured before:
+with a 60 s cap a probe stayed ``absent`` 16 s after it came back).
 
 A replugged USB adapter may come back under another device node: the port
 is named by a stable path (a udev /dev/serial/by-id link, a simulator link)
@@ -86,7 +91,7 @@ class SerialTransport:
     """One serial port with reconnect and back-off; not thread-safe (one poller per port)."""
 
     def __init__(self, port: str, settings: SerialSettings, *, min_backoff_s: float = 0.5,
-                 max_backoff_s: float = 60.0) -> None:
+                 max_backoff_s: float = 5.0) -> None:
         if min_backoff_s <= 0 or max_backoff_s < min_backoff_s:
             raise ValueError("back-off: expected 0 < min_backoff_s <= max_backoff_s")
         parse_port(port)               # a malformed name is a configuration error now, not at every poll
@@ -102,6 +107,7 @@ class SerialTransport:
         self._backoff_s = 0.0          # 0: the next open attempt may happen at once
         self._retry_at = 0.0
         self._last_error = ""
+        self._node_missing = False     # the last open failed because the device node did not exist
         self.open_attempts = 0         # OS-level open attempts (tests and diagnostics)
 
     # -- state -------------------------------------------------------------
@@ -136,10 +142,19 @@ class SerialTransport:
                 except PortAbsent:
                     pass                # closed; reopen below at once
         now = time.monotonic()
-        if now < self._retry_at:
+        if now < self._retry_at and not (self._node_missing and self._node_exists()):
             exc = PortBusy if self._state == "busy" else PortAbsent
             raise exc(f"{self._last_error}; next attempt in {self._retry_at - now:.1f} s")
         self._open()
+
+    def _node_exists(self) -> bool:
+        """Is the device node there (cheap: no open, no line settings)?"""
+        try:
+            if self.port.startswith("usb:"):
+                return resolve_port(self.port) is not None
+            return os.path.exists(self.port)
+        except (OSError, ValueError):
+            return False
 
     def _open(self) -> None:
         self.open_attempts += 1
@@ -178,6 +193,7 @@ class SerialTransport:
         self._backoff_s = 0.0
         self._retry_at = 0.0
         self._last_error = ""
+        self._node_missing = False
 
     def _serial_open(self, device: str) -> serial.Serial:
         s = self.settings
@@ -188,6 +204,7 @@ class SerialTransport:
         """An open attempt failed: schedule the next one with exponential back-off."""
         if self._state != state or message != self._last_error:
             log.warning("%s", message)
+        self._node_missing = state == "absent" and not self._node_exists()
         self._state = state
         self._last_error = message
         self._backoff_s = self.min_backoff_s if self._backoff_s == 0 else min(self._backoff_s * 2, self.max_backoff_s)

@@ -12,12 +12,14 @@ import argparse
 import importlib
 import logging
 import sys
+import typing
 from typing import Sequence
 
 from humus import __version__
-from humus.config import ConfigError
+from humus.config import ConfigError, one_line
 
-COMMANDS = ("collect", "ingest", "query", "calibrate", "sim", "probe", "demo", "check_config")
+COMMANDS = ("collect", "ingest", "query", "calibrate", "sim", "probe", "demo", "check_config", "gateway", "archive",
+            "alerts")
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -30,8 +32,18 @@ class CommandError(Exception):
         self.status = status
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line (what is wrong, where to read more), exit status 2.
+
+    Subcommand parsers are made with the class of their parent, so this covers them all.
+    """
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {one_line(message)} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="humus",
         description="Field sensor data acquisition for soil carbon monitoring.",
         epilog="Run 'humus COMMAND --help' for the options of a command.",
@@ -47,25 +59,59 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; every failure is one line on stderr: 2 for what the user gave, 1 for the rest.
+
+    No traceback reaches the user: an exception no command expected is a
+    bug, reported in one line (exit status 1) with its traceback in the
+    log at DEBUG level.
+    """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:          # --help, --version, or a usage error already printed
+        return e.code if isinstance(e.code, int) else EXIT_USAGE
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    bad = _not_utf8(args)
+    if bad:
+        _say(args, f"argument {bad[0]}: expected UTF-8 text, got {bad[1]!r}")
+        return EXIT_USAGE
     try:
         return int(args.func(args) or 0)
     except ConfigError as e:
-        print(f"humus {args.command}: {e}", file=sys.stderr)
+        _say(args, str(e))
         return EXIT_USAGE
     except CommandError as e:
-        print(f"humus {args.command}: {e}", file=sys.stderr)
+        _say(args, str(e))
         return e.status
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
         return EXIT_OK
+    except Exception as e:  # noqa: BLE001 - the last line of defence: one line, never a traceback
+        logging.getLogger("humus").debug("unexpected error in humus %s", args.command, exc_info=True)
+        _say(args, f"unexpected error {type(e).__name__}: {str(e)[:200]}; this is a bug, please report it "
+                   "with the output of --log-level DEBUG")
+        return EXIT_FAILURE
+
+
+def _say(args: argparse.Namespace, message: str) -> None:
+    print(f"humus {args.command}: {one_line(message)}", file=sys.stderr)
+
+
+def _not_utf8(args: argparse.Namespace) -> tuple[str, bytes] | None:
+    """The first argument that is not UTF-8 (Python keeps such bytes as lone surrogates), as (name, bytes)."""
+    for name, value in vars(args).items():
+        for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, str):
+                try:
+                    v.encode("utf-8")
+                except UnicodeEncodeError:
+                    return name.replace("_", "-"), v.encode("utf-8", "surrogateescape")
+    return None
 
 
 if __name__ == "__main__":

@@ -5,27 +5,66 @@ walks a TOML table into them and refuses, with one message naming the file,
 the key and the expectation, any unknown key, wrong type, missing field or
 impossible value. A field's ``metadata`` may carry ``check`` (a predicate)
 and ``expect`` (the phrase shown when it fails), and ``doc`` for docs.
+
+`read_toml` is a bounded reader: a regular file (never a FIFO, device or
+directory, which would hang or exhaust memory) of at most `MAX_CONFIG_BYTES`,
+nested at most `MAX_NESTING` levels. Python's tomllib recurses on nested
+arrays and inline tables (RecursionError) and its memory grows with the
+square of a dotted key's length (10,000 levels took 400 MB here), so the
+nesting is measured on the text before it is parsed.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import tomllib
 import types
 import typing
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
+from humus.file_checks import FileProblem, read_regular
+
 T = TypeVar("T")
 
+MAX_CONFIG_BYTES = 1 << 20
+"""A configuration file larger than 1 MiB is refused (a 50-probe gateway file is about 10 KB)."""
+MAX_NESTING = 16
+"""Tables, arrays and dotted keys nested deeper than this are refused (Humus files use 5)."""
 
-class ConfigError(Exception):
-    """A configuration that cannot be used; str() is the one line to show."""
+# Every alternative matches whatever follows its opening character (an unterminated string runs to
+# the end of its line or of the text) and nothing backtracks (possessive quantifiers, Python 3.11),
+# so one pass over a 1 MiB file is linear: a search that could fail would retry at every quote.
+_STRINGS_AND_COMMENTS = re.compile(r'"""[\s\S]*?(?:"""|\Z)|\'\'\'[\s\S]*?(?:\'\'\'|\Z)|"(?:[^"\\\n]|\\.)*+"?'
+                                   r"|'[^'\n]*+'?|#[^\n]*+")
+_BRACKETS = re.compile(r"[\[\]{}]")
+_DEEP_DOTS = re.compile(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]++(?:[ \t]*+\.[ \t]*+[A-Za-z0-9_-]++){%d,}" % MAX_NESTING)
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
-    def __init__(self, file: str | Path, key: str, expected: str, got: Any = dataclasses.MISSING) -> None:
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; str() is the one line to show.
+
+    ``got`` is the offending value (shown with repr); ``found`` a phrase saying
+    what is there instead, when the problem is not a value ("a FIFO", "a
+    content hash mismatch"...).
+    """
+
+    def __init__(self, file: str | Path, key: str, expected: str, got: Any = dataclasses.MISSING, *,
+                 found: str | None = None) -> None:
         self.file, self.key, self.expected = str(file), key, expected
         detail = "" if got is dataclasses.MISSING else f", got {_show(got)}"
-        super().__init__(f"{self.file}: {key}: expected {expected}{detail}" if key else f"{self.file}: {expected}{detail}")
+        if found:
+            detail += f", found {found}"
+        where = f"{self.file}: {key}: " if key else f"{self.file}: "
+        super().__init__(one_line(f"{where}expected {expected}{detail}"))
+
+
+def one_line(text: str) -> str:
+    """`text` with line breaks and other control characters shown as spaces (messages are one line)."""
+    return _CONTROL.sub(" ", text)
 
 
 def setting(default: Any = dataclasses.MISSING, *, check: Callable[[Any], bool] | None = None,
@@ -38,20 +77,65 @@ def setting(default: Any = dataclasses.MISSING, *, check: Callable[[Any], bool] 
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
+    """The TOML document in `path`; ConfigError (one line) for anything that is not a bounded TOML file."""
     p = Path(path)
     try:
-        with p.open("rb") as f:
-            return tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(p, "", "an existing configuration file (not found)") from None
-    except IsADirectoryError:
-        raise ConfigError(p, "", "a file, not a directory") from None
-    except PermissionError:
-        raise ConfigError(p, "", "a readable file (permission denied)") from None
-    except UnicodeDecodeError:
-        raise ConfigError(p, "", "UTF-8 text") from None
+        raw = read_regular(p, MAX_CONFIG_BYTES)
+    except FileProblem as e:
+        what = "an existing configuration file" if e.reason.startswith("not found") else "a configuration file"
+        raise ConfigError(p, "", f"{what} (a regular file of at most {MAX_CONFIG_BYTES} bytes)",
+                          found=e.found) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise ConfigError(p, "", "UTF-8 text", found=f"byte 0x{raw[e.start]:02x} on line {line}") from None
+    depth = _text_nesting(text)
+    if depth > MAX_NESTING:
+        raise ConfigError(p, "", f"tables, arrays and dotted keys nested at most {MAX_NESTING} levels deep",
+                          found=f"{depth} levels" if depth < 10**6 else "deeper nesting")
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(p, "", f"valid TOML ({e})") from None
+        raise ConfigError(p, "", "valid TOML", found=str(e)) from None
+    except RecursionError:
+        raise ConfigError(p, "", f"tables and arrays nested at most {MAX_NESTING} levels deep",
+                          found="deeper nesting") from None
+    if _value_depth(data, MAX_NESTING + 1) > MAX_NESTING:
+        raise ConfigError(p, "", f"tables, arrays and dotted keys nested at most {MAX_NESTING} levels deep",
+                          found="deeper nesting")
+    return data
+
+
+def _text_nesting(text: str) -> int:
+    """A cheap upper bound of the nesting in a TOML text: brackets open at once, or dots in one key."""
+    bare = _STRINGS_AND_COMMENTS.sub("S", text)
+    depth = deepest = 0
+    for m in _BRACKETS.finditer(bare):
+        depth = depth + 1 if m.group() in "[{" else max(depth - 1, 0)
+        deepest = max(deepest, depth)
+    if _DEEP_DOTS.search(bare):
+        deepest = max(deepest, MAX_NESTING + 1)
+    return deepest
+
+
+def _value_depth(value: Any, limit: int) -> int:
+    """Nesting depth of parsed TOML, counted without recursion and no further than `limit`."""
+    deepest = 0
+    stack = [(value, 0)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, dict):
+            children = v.values()
+        elif isinstance(v, list):
+            children = v
+        else:
+            continue
+        deepest = max(deepest, d + 1)
+        if deepest >= limit:
+            return deepest
+        stack.extend((c, d + 1) for c in children)
+    return deepest
 
 
 def load_section(cls: type[T], data: Any, *, file: str | Path, key: str = "") -> T:
@@ -63,7 +147,8 @@ def load_section(cls: type[T], data: Any, *, file: str | Path, key: str = "") ->
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     for k in data:
         if k not in fields:
-            raise ConfigError(file, _join(key, k), f"one of the known keys ({', '.join(sorted(fields))}); unknown key")
+            raise ConfigError(file, _join(key, k), f"one of the known keys ({', '.join(sorted(fields))})",
+                              found="an unknown key")
     kwargs: dict[str, Any] = {}
     for name, f in fields.items():
         full = _join(key, name)
@@ -97,6 +182,9 @@ def _convert(tp: Any, value: Any, *, file: str | Path, key: str) -> Any:
                 return _convert(a, value, file=file, key=key)
             except ConfigError as e:
                 errors.append(e)
+        deeper = [e for e in errors if e.key != key]    # the value had the right shape; a part of it is wrong
+        if deeper:
+            raise deeper[0]
         raise ConfigError(file, key, _describe(tp), value)
     if origin is typing.Literal:
         if value in args:
@@ -118,6 +206,10 @@ def _convert(tp: Any, value: Any, *, file: str | Path, key: str) -> Any:
         return load_section(tp, value, file=file, key=key)
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if isinstance(value, int) and abs(value) > 2**53:
+                raise ConfigError(file, key, "a number of at most 2**53", value)
+            if not math.isfinite(value):
+                raise ConfigError(file, key, "a finite number", value)
             return float(value)
         raise ConfigError(file, key, "a number", value)
     if tp is int:
@@ -130,6 +222,8 @@ def _convert(tp: Any, value: Any, *, file: str | Path, key: str) -> Any:
         raise ConfigError(file, key, "true or false", value)
     if tp is str:
         if isinstance(value, str):
+            if _CONTROL.search(value):
+                raise ConfigError(file, key, "a string without line breaks or control characters", value)
             return value
         raise ConfigError(file, key, "a string", value)
     if tp is Any:

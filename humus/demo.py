@@ -97,10 +97,6 @@ depth_cm = 10
 model = "teros12_vwc"
 input = "raw_counts"
 media = "mineral"
-[probes.calibration.ec25]
-model = "ec25"
-input = "ec_bulk"
-temperature_input = "soil_temp"
 [probes.qc.soil_temp.gross_range]
 fail_span = [-40.0, 60.0]
 suspect_span = [-10.0, 45.0]
@@ -149,11 +145,23 @@ subscription = "{'plain' if plain else 'shared'}"
 host = "{host}"
 port = {port}
 protocol = "{'3.1.1' if plain else '5'}"
+
+# The alerts service (docs/alerts.md): fast evaluation and notification for a demo that lasts minutes.
+[alerts]
+client_id = "humus-demo-alerts"
+eval_interval_s = 1
+resolved_retention_s = 60
+[alerts.notify]
+group_wait_s = 0
+group_interval_s = 1
+log = false
+[alerts.rules.no_data]
+min_gap_s = 5
 """
 
 
 def run_demo(directory: Path, duration: float | None, broker: str | None, seed: int, interval_s: float,
-             say: Callable[[str], None] = print) -> int:
+             say: Callable[[str], None] = print, pull: tuple[str, float, float] | None = None) -> int:
     from collector.config import load_gateway_config
     from collector.daemon import Collector
     from firmware_bridge.sim.faults import FaultSwitches
@@ -169,6 +177,7 @@ def run_demo(directory: Path, duration: float | None, broker: str | None, seed: 
     (d / "models").mkdir(exist_ok=True)
     stop = threading.Event()
     started: list[Callable[[], None]] = []   # stop actions, run in reverse
+    sims: dict[str, object] = {}
     try:
         if broker:
             host, _, port_s = broker.rpartition(":")
@@ -186,6 +195,7 @@ def run_demo(directory: Path, duration: float | None, broker: str | None, seed: 
             fw = model.load()(p.address, seed + i, FaultSwitches(), **p.params)
             links[p.id] = d / "dev" / p.id
             sim = PtyProbe(fw, links[p.id]).start()
+            sims[p.id] = sim
             started.append(sim.stop)
             say(f"probe {p.id}: simulated {p.model} on {sim.device} (linked at {links[p.id]})")
 
@@ -226,6 +236,13 @@ def run_demo(directory: Path, duration: float | None, broker: str | None, seed: 
         if not collector.ready.wait(15) and not errors:
             raise RuntimeError("the collector did not start within 15 s")
         say(f"collector: polling every {interval_s:g} s; configurations in {gw_file} and {obs_file}")
+        from observatory.alerts.config import load_alerts_config
+        from observatory.alerts.service import start_in_thread
+
+        started.append(start_in_thread(load_alerts_config(obs_file), say=say))
+        say("alerts: evaluating the rules every second; notifications are printed here")
+        if pull is not None:
+            started.append(_pull_probe(sims[pull[0]], pull, say))
         say("running" + (f" for {duration:g} s" if duration else "; press Ctrl-C to stop") + "...")
 
         deadline = None if duration is None else time.monotonic() + duration
@@ -253,8 +270,27 @@ def run_demo(directory: Path, duration: float | None, broker: str | None, seed: 
                 action()
             except Exception as e:  # noqa: BLE001 - keep stopping the rest
                 log.warning("demo shutdown: %s", e)
-    print_summary(d / "archive.sqlite", say)
+    print_summary(d / "archive.sqlite", say, window_s=6 * interval_s)
     return 0
+
+
+def _pull_probe(sim, pull: tuple[str, float, float], say: Callable[[str], None]) -> Callable[[], None]:
+    """Pull a probe's cable `after` seconds from now and plug it back `for_s` later (--pull PROBE:AFTER:FOR)."""
+    probe, after, for_s = pull
+    stop = threading.Event()
+
+    def run() -> None:
+        if stop.wait(after):
+            return
+        say(f"demo: pulling the cable of probe {probe} for {for_s:g} s")
+        sim.unplug()
+        stop.wait(for_s)
+        say(f"demo: plugging probe {probe} back in")
+        sim.replug()
+
+    t = threading.Thread(target=run, name="pull", daemon=True)
+    t.start()
+    return lambda: (stop.set(), t.join(5))
 
 
 def _depth(collector) -> int:
@@ -262,15 +298,23 @@ def _depth(collector) -> int:
     return spool.stats().depth if spool is not None else 0
 
 
-def print_summary(archive: Path, say: Callable[[str], None]) -> None:
+def print_summary(archive: Path, say: Callable[[str], None], window_s: float = 60.0) -> None:
+    """The table of what reached the archive, then a `humus query` that shows every probe's latest data.
+
+    The query starts `window_s` before the oldest of the probes' last observations,
+    so each probe appears with its last few polls (not the first 1000 rows of one series).
+    """
+    from observatory.query import format_time
     from observatory.store import Selection
     from observatory.stores import open_store
     from humus.records import QualityFlag
 
     store = open_store(f"sqlite:{archive}")
     rows: dict[tuple, list] = {}
+    last_ns: dict[str, int] = {}
     try:
         for o in store.query(Selection()):
+            last_ns[o.probe] = max(last_ns.get(o.probe, o.time_ns), o.time_ns)
             key = (o.probe, o.quantity, o.source.value)
             r = rows.setdefault(key, [0, None, {}, o.unit])
             r[0] += 1
@@ -292,8 +336,9 @@ def print_summary(archive: Path, say: Callable[[str], None]) -> None:
     if not rows:
         say("no observations reached the archive; see the log lines above")
     say("")
-    say("Look at what was collected with:")
-    say(f"  {_humus_command()} query --store sqlite:{archive} --probe teros-a --quantity vwc")
+    since = "" if not last_ns else f" --since {format_time(min(last_ns.values()) - int(window_s * 1e9))}"
+    say("Look at the last polls of every probe with:")
+    say(f"  {_humus_command()} query --store sqlite:{archive}{since}")
 
 
 def _humus_command() -> str:

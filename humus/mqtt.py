@@ -1,7 +1,10 @@
 """MQTT connection settings shared by the collector and the ingest side.
 
 Parsed from the ``[mqtt]`` table of either daemon's configuration; turned
-into a configured paho-mqtt 2.x client by `make_client`.
+into a configured paho-mqtt 2.x client by `make_client`. `check_files`
+reads every file the settings name the way the client will (password
+file, CA bundle, certificate and key through Python's ssl module), so a
+configuration that passes it gives a client that can be built.
 """
 
 from __future__ import annotations
@@ -11,7 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from humus.config import setting
+from humus.config import ConfigError, setting
+from humus.file_checks import FileProblem, check_private, read_regular, stat_regular
+
+MAX_PASSWORD_FILE_BYTES = 4096
 
 
 def _port(v: int) -> bool:
@@ -35,14 +41,74 @@ class MqttSettings:
                                     expect="seconds >= 0", doc="how long the broker keeps our session (MQTT 5)")
 
     def password(self) -> str | None:
+        """The first line of `password_file` (None without one); FileProblem if it cannot be read."""
         if not self.password_file:
             return None
-        return Path(self.password_file).read_text().strip()
+        raw = read_regular(self.password_file, MAX_PASSWORD_FILE_BYTES)
+        try:
+            lines = raw.decode("utf-8").strip().splitlines()
+        except UnicodeDecodeError:
+            raise FileProblem(self.password_file, "is not UTF-8 text") from None
+        return lines[0].strip() if lines else ""
+
+    def check_files(self, file: str | Path) -> None:
+        """ConfigError (naming ``mqtt.<key>`` in `file`) unless every file named here is usable and private."""
+        def bad(key: str, expected: str, e: FileProblem | str) -> ConfigError:
+            return ConfigError(file, f"mqtt.{key}", expected, found=e.found if isinstance(e, FileProblem) else e)
+
+        if self.password_file:
+            if not self.username:
+                raise ConfigError(file, "mqtt.username", "a user name to go with mqtt.password_file")
+            try:
+                check_private(self.password_file)
+                password = self.password()
+            except FileProblem as e:
+                raise bad("password_file", "a file holding the password, private to its owner (and group)", e) from None
+            if not password:
+                raise bad("password_file", "the password on the first line", "an empty file")
+        names = [k for k in ("ca_file", "cert_file", "key_file") if getattr(self, k)]
+        if names and not self.tls:
+            raise ConfigError(file, "mqtt.tls", f"true when mqtt.{names[0]} is set (it is only used with TLS)",
+                              self.tls)
+        if self.key_file and not self.cert_file:
+            raise ConfigError(file, "mqtt.cert_file", "the client certificate that goes with mqtt.key_file")
+        for key in names:
+            try:
+                st = stat_regular(getattr(self, key))
+                if key == "key_file" or (key == "cert_file" and not self.key_file):
+                    check_private(getattr(self, key), st)   # a certificate file without key_file holds the key
+                read_regular(getattr(self, key), 1 << 20)
+            except FileProblem as e:
+                private = ", private to its owner (and group)" if key == "key_file" else ""
+                raise bad(key, "a readable PEM file" + private, e) from None
+        ctx = ssl.create_default_context()
+        if self.ca_file:
+            try:
+                ctx.load_verify_locations(cafile=self.ca_file)
+            except (ssl.SSLError, OSError, ValueError) as e:
+                raise bad("ca_file", "PEM CA certificates", f"none that OpenSSL can load ({_ssl_reason(e)})") from None
+        if self.cert_file:
+            try:
+                # A passphrase callback that gives none: an encrypted key fails here instead of prompting.
+                ctx.load_cert_chain(self.cert_file, self.key_file or None, password=lambda: b"")
+            except (ssl.SSLError, OSError, ValueError) as e:
+                raise bad("cert_file", "a PEM certificate and its unencrypted private key (mqtt.key_file)",
+                          f"a pair OpenSSL cannot load ({_ssl_reason(e)})") from None
+
+
+def _ssl_reason(e: Exception) -> str:
+    return str(getattr(e, "reason", None) or getattr(e, "strerror", None) or e)[:120]
 
 
 def make_client(settings: MqttSettings, client_id: str):
-    """A paho client with protocol, credentials and TLS set; not connected."""
+    """A paho client with protocol, credentials and TLS set; not connected.
+
+    The files are checked again (they may have changed since the configuration
+    was loaded): ConfigError, never an ssl or OS traceback.
+    """
     import paho.mqtt.client as mqtt
+
+    settings.check_files("[mqtt] settings")
 
     proto = mqtt.MQTTv5 if settings.protocol == "5" else mqtt.MQTTv311
     kwargs = {}

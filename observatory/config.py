@@ -7,10 +7,12 @@ what was expected (exit status 2).
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import parse_qs, urlsplit
 
 from humus.config import ConfigError, load_section, read_toml, setting
 from humus.mqtt import MqttSettings
@@ -29,7 +31,7 @@ _CLIENT_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
 def _gateway_ref(v: str) -> bool:
     parts = v.split("/")
-    return len(parts) == 2 and all(ID_PATTERN.match(p) for p in parts)
+    return len(parts) == 2 and all(ID_PATTERN.fullmatch(p) for p in parts)
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,10 @@ class IngestSettings:
     gap_grace_s: float = setting(300.0, check=lambda v: 0 <= v <= 86400 * 30, expect="0 to 2592000 seconds",
                                  doc="how long a hole in a gateway's seqs may stay open before it is a gap")
     metrics_interval_s: float = setting(60.0, check=lambda v: 0.1 <= v <= 3600, expect="0.1 to 3600 seconds")
+    receipts: bool = setting(True, doc="publish end-to-end receipts (stored batch seqs) to each gateway's "
+                                       "humus/v1/<site>/<gateway>/receipt topic")
+    resend_after_s: float = setting(30.0, check=lambda v: 1 <= v <= 86400 * 30, expect="1 to 2592000 seconds",
+                                    doc="ask a gateway to re-send a hole in its batch seqs open this long")
     state_file: str = setting("", doc="SQLite file for dead letters and batch seqs (observatory.deadletter); "
                                          "empty: PATH.ingest.sqlite beside a sqlite:PATH store")
 
@@ -69,6 +75,8 @@ class IngestSettings:
 class ObservatoryConfig:
     ingest: IngestSettings
     mqtt: MqttSettings = setting(factory=MqttSettings)
+    alerts: dict[str, Any] | None = setting(None, doc="[alerts]: read by `humus alerts` "
+                                                      "(observatory/alerts/config.py)")
 
     @property
     def client_id(self) -> str:
@@ -83,12 +91,19 @@ def load_observatory_config(path: str | Path) -> ObservatoryConfig:
 
 
 def check_observatory_config(cfg: ObservatoryConfig, path: str | Path = "(config)") -> None:
-    """Rules that span keys; raises `ConfigError`."""
+    """Rules that span keys, and everything `humus ingest` builds short of connecting; raises `ConfigError`.
+
+    The one validation of an observatory file (`humus check-config` and
+    `humus ingest` both come here): the MQTT files are read as the client
+    will read them, the store URL is parsed into what the store would use
+    (an InfluxDB URL with credentials in it, a bad port or parameter is
+    refused), and SQLite files must be regular files in existing directories.
+    """
     ing = cfg.ingest
     if ing.retry_max_s < ing.retry_min_s:
         raise ConfigError(path, "ingest.retry_max_s", f"at least ingest.retry_min_s ({ing.retry_min_s:g})",
                           ing.retry_max_s)
-    if cfg.mqtt.client_id and not _CLIENT_ID.match(cfg.mqtt.client_id):
+    if cfg.mqtt.client_id and not _CLIENT_ID.fullmatch(cfg.mqtt.client_id):
         raise ConfigError(path, "mqtt.client_id", "letters, digits, '_', '.', '-' (it is part of the status topic)",
                           cfg.mqtt.client_id)
     if ing.store.startswith("sqlite:") and not ing.store[len("sqlite:"):]:
@@ -96,6 +111,55 @@ def check_observatory_config(cfg: ObservatoryConfig, path: str | Path = "(config
     if state_path(cfg) is None:
         raise ConfigError(path, "ingest.state_file",
                           "a SQLite file for dead letters and batch seqs (required with a non-sqlite store)")
+    cfg.mqtt.check_files(path)
+    _check_store(cfg, path)
+
+
+def _check_store(cfg: ObservatoryConfig, path: str | Path) -> None:
+    from humus.file_checks import FileProblem, check_private, stat_regular
+    from observatory.store import StoreError
+    from observatory.stores import influx_target
+
+    url = cfg.ingest.store
+    if url.split(":", 1)[0].lower() == "sqlite":
+        p = url[len("sqlite:"):]
+        _check_sqlite_file(path, "ingest.store", Path(p[2:] if p.startswith("//") else p).expanduser())
+    else:
+        creds = [c for c in (_url_parameter(url, "credentials"), os.environ.get("HUMUS_INFLUX_CREDENTIALS")) if c]
+        try:
+            if creds:
+                check_private(Path(creds[0]).expanduser(), stat_regular(Path(creds[0]).expanduser()))
+            influx_target(url)     # what the store would be built from: parsed, no connection
+        except FileProblem as e:
+            raise ConfigError(path, "ingest.store", "a credentials file (?credentials=PATH) private to its owner",
+                              found=f"{e}") from None
+        except StoreError as e:
+            raise ConfigError(path, "ingest.store", "an InfluxDB URL as in docs/stores.md", found=str(e)) from None
+    state = state_path(cfg)
+    if state is not None:
+        _check_sqlite_file(path, "ingest.state_file" if cfg.ingest.state_file else "ingest.store", state)
+
+
+def _check_sqlite_file(path: str | Path, key: str, file: Path) -> None:
+    """A SQLite file that may not exist yet, but whose directory does; never a FIFO, device or directory."""
+    from humus.file_checks import FileProblem, stat_regular
+
+    if not file.parent.is_dir():
+        raise ConfigError(path, key, "a SQLite file in an existing directory", str(file),
+                          found=f"no directory {file.parent}")
+    if os.path.lexists(file):
+        try:
+            stat_regular(file)
+        except FileProblem as e:
+            raise ConfigError(path, key, "a SQLite file", str(file), found=e.found) from None
+
+
+def _url_parameter(url: str, name: str) -> str | None:
+    try:
+        values = parse_qs(urlsplit(url).query).get(name)
+    except ValueError:
+        return None
+    return values[-1] if values else None
 
 
 def state_path(cfg: ObservatoryConfig) -> Path | None:

@@ -3,7 +3,8 @@
 The ingest worker keeps this file beside itself whatever the main store is
 (SQLite archive or InfluxDB), so rejected messages and sequence numbers
 survive restarts. Both classes may point at the same file, and several
-worker processes may share it (WAL, busy timeout, bounded retries).
+worker processes may share it (WAL, busy timeout, bounded retries). The
+same file holds the revised observations (observatory.revisions).
 
 API (agreed with the ingest worker)::
 
@@ -59,6 +60,16 @@ CREATE TABLE IF NOT EXISTS batch_range (
 
 MAX_STORED_PAYLOAD = 4 * 1024 * 1024
 """A dead letter keeps at most this many bytes of the payload (wire.MAX_PAYLOAD_BYTES)."""
+
+
+def safe_text(text: object) -> str:
+    """`text` as a string SQLite can store: lone surrogates (which UTF-8 cannot encode) become `\\udXXX`."""
+    s = text if isinstance(text, str) else str(text)
+    try:
+        s.encode("utf-8")
+        return s
+    except UnicodeEncodeError:
+        return s.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,8 +172,12 @@ class DeadLetters(_StateFile):
     """Rejected messages with their reason and raw bytes, for a person to inspect."""
 
     def add(self, topic: str, payload: bytes, reason: str, detail: str = "", received_ns: int | None = None) -> None:
-        row = (received_ns if received_ns is not None else time.time_ns(), topic, str(reason), detail,
-               bytes(payload[:MAX_STORED_PAYLOAD]))
+        """Keep one rejected message. Takes anything: the message may be refused precisely because its
+        text cannot be stored (a lone surrogate), so text is made storable and the payload kept as bytes."""
+        if isinstance(payload, str):
+            payload = payload.encode("utf-8", "backslashreplace")
+        row = (received_ns if received_ns is not None else time.time_ns(), safe_text(topic), safe_text(reason),
+               safe_text(detail), bytes(payload[:MAX_STORED_PAYLOAD]))
         run_write(self._con, f"{self.path}: dead letter",
                   lambda c: c.execute("INSERT INTO dead_letter(received_ns, topic, reason, detail, payload) "
                                       "VALUES (?,?,?,?,?)", row))

@@ -34,6 +34,8 @@ class IngestMetrics:
     duplicates: int = 0
     gaps: int = 0
     gap_seqs: int = 0
+    receipts: int = 0
+    resend_requests: int = 0
     rejected: Counter = field(default_factory=Counter)
     store_writes: int = 0
     store_failures: int = 0
@@ -94,6 +96,7 @@ class IngestMetrics:
                 "store_down_s": None if self.store_down_since_ns is None
                 else round((now_ns - self.store_down_since_ns) / 1e9, 3),
                 "totals": {**totals, "rejected_by_reason": dict(self.rejected), "gap_seqs": self.gap_seqs,
+                           "receipts": self.receipts, "resend_requests": self.resend_requests,
                            "store_failures": self.store_failures},
                 "rates_per_s": {
                     "observations_in": round((self.observations_in - last["observations_in"]) / dt, 1),

@@ -33,6 +33,10 @@ _UNIT_NS = {"s": 10**9, "m": 60 * 10**9, "min": 60 * 10**9, "h": 3600 * 10**9, "
 _FRACTION = re.compile(r"^(.*T\d\d:\d\d:\d\d)\.(\d{1,9})(.*)$")
 
 
+MIN_TIME_NS, MAX_TIME_NS = -(2**63) + 1, 2**63 - 1
+"""Times are signed 64-bit nanoseconds (SQLite INTEGER, InfluxDB timestamps): 1677-09-21 to 2262-04-11."""
+
+
 class TimeError(ValueError):
     """A time the user typed that is neither ISO 8601 nor relative."""
 
@@ -45,7 +49,11 @@ def parse_time(text: str, now_ns: int | None = None) -> int:
         return now_ns
     m = _RELATIVE.match(s.lower())
     if m:
-        return now_ns - int(float(m.group(1)) * _UNIT_NS[m.group(2)])
+        offset = float(m.group(1)) * _UNIT_NS[m.group(2)]
+        if not offset <= now_ns - MIN_TIME_NS:     # also refuses inf from a thousand-digit number
+            raise TimeError(f"time {text[:40]!r} reaches before {format_time(MIN_TIME_NS)}; "
+                            "expected an offset within the 64-bit nanosecond range")
+        return now_ns - int(offset)
     frac_ns = 0
     m = _FRACTION.match(s)
     if m:  # datetime keeps microseconds only; keep the nanoseconds ourselves
@@ -59,7 +67,11 @@ def parse_time(text: str, now_ns: int | None = None) -> int:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
     seconds = int((dt - datetime(1970, 1, 1, tzinfo=timezone.utc)).total_seconds() // 1)
-    return seconds * 10**9 + dt.microsecond * 1000 * (frac_ns == 0) + frac_ns
+    ns = seconds * 10**9 + dt.microsecond * 1000 * (frac_ns == 0) + frac_ns
+    if not MIN_TIME_NS <= ns <= MAX_TIME_NS:
+        raise TimeError(f"time {text!r}: expected a time from {format_time(MIN_TIME_NS)} to "
+                        f"{format_time(MAX_TIME_NS)} (64-bit nanoseconds since 1970)")
+    return ns
 
 
 def format_time(ns: int) -> str:

@@ -24,6 +24,17 @@ class StoreUnavailable(StoreError):
     """The backend cannot be reached right now; retry later, nothing was lost."""
 
 
+class StoreRejected(StoreError):
+    """This data is refused; not an outage: writing it again will fail again.
+
+    Raised for faults of the data (a string SQLite cannot encode, a line
+    InfluxDB cannot parse, a field type conflict), never for faults of the
+    store (unknown database, credentials, a full disk), which are plain
+    `StoreError` or `StoreUnavailable`. The ingest worker dead-letters a
+    batch refused this way instead of holding every message behind it.
+    """
+
+
 @dataclass(frozen=True, slots=True)
 class Selection:
     """What a query asks for; None means any."""
@@ -43,7 +54,8 @@ class Store(Protocol):
     def write(self, observations: Sequence[Observation]) -> None:
         """Durably store; when it returns the data survives a crash. Idempotent:
         the same (series_key, time_ns) written twice is stored once, the last
-        write winning. Raises StoreUnavailable when the backend is down."""
+        write winning. Raises StoreUnavailable when the backend is down,
+        StoreRejected when it refuses this data (and would refuse it again)."""
         ...
 
     def query(self, selection: Selection) -> Iterable[Observation]:

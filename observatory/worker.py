@@ -8,6 +8,12 @@ stored in one write, then each is acknowledged, in the order received
 A message that was never acknowledged is redelivered by the broker; the
 idempotent store turns that "at least once" into exactly once.
 
+No message stops the flow: a batch the store refuses for its data
+(`StoreRejected`) is dead-lettered after a few tries and acknowledged; only
+a store that refuses everything is an outage (held, retried, logged once).
+Of two copies of one observation, the gateway's newer one stays stored
+whichever worker writes last (observatory.revisions).
+
 Threads: paho's network thread receives, validates (so decoding overlaps
 the store write in hand) and queues each message, and keeps the connection
 alive (reconnecting with back-off); `run()` takes batches from the queue,
@@ -27,13 +33,16 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence, TypeVar
 
 from humus.mqtt import make_client
-from humus.records import Observation
+from humus.obsrows import BatchedObservations
+from humus.receipts import encode_receipt, receipt_topic
+from humus.records import ID_PATTERN, Observation
 from humus.wire import OBS_SUBSCRIPTION, Batch, Rejection, WireError
 from observatory.config import ObservatoryConfig, state_path
-from observatory.deadletter import BatchLedger, DeadLetters
+from observatory.deadletter import BatchLedger, DeadLetters, safe_text
 from observatory.metrics import IngestMetrics, log_line, worker_status_topic
 from observatory.sequence import GapTracker
-from observatory.store import Store, StoreError, StoreUnavailable
+from observatory.revisions import RevisionLog, Written, newest_copies, overtaken
+from observatory.store import Store, StoreError, StoreRejected, StoreUnavailable
 from observatory.validate import Validator
 
 log = logging.getLogger("humus.ingest")
@@ -46,6 +55,23 @@ SHUTDOWN_GRACE_S = 10.0
 """How long a stopping worker keeps retrying a write before leaving its messages to the broker."""
 
 LOGGED_REJECTIONS_MAX = 10_000
+
+REFUSALS_TO_DEAD_LETTER = 3
+"""Tries of a batch the store refuses before it is dead-lettered: a refusal that passes (a shard being
+created) is told from a fault of the data, and one poison message holds the rest for about a second."""
+REFUSAL_BACKOFF_S = 0.2
+REWRITE_ROUNDS_MAX = 10
+"""Rounds of 'write again the copies revised meanwhile' (observatory.revisions, step 4) in one write."""
+
+
+def _one_line(text: str, limit: int) -> str:
+    """Text from the wire or a store's answer, safe for one log line (no newline, no lone surrogate)."""
+    return safe_text(text[:limit]).replace("\r", "\\r").replace("\n", "\\n")
+
+
+def _data_fault(e: BaseException) -> bool:
+    """The store refused this data (and would again); any other error may be the store's fault."""
+    return isinstance(e, (StoreRejected, UnicodeError))
 
 
 class _Abandon(Exception):
@@ -65,6 +91,7 @@ class Received:
     received_mono: float
     batch: Batch | None = None
     rejection: tuple[str, str] | None = None
+    refused_seq: int | None = None   # a content rejection of a batch whose topic, site and seq are sound
 
 
 def _open_state(cls: Callable[[Any], T], path: Any, tries: int = 6) -> T:
@@ -96,40 +123,48 @@ class IngestWorker:
     """
 
     def __init__(self, config: ObservatoryConfig, store: Store, *,
-                 letters: DeadLetters | None = None, ledger: BatchLedger | None = None) -> None:
+                 letters: DeadLetters | None = None, ledger: BatchLedger | None = None,
+                 revisions: RevisionLog | None = None) -> None:
         self.config = config
         self.ing = config.ingest
         self.store = store
         self.client_id = config.client_id
-        path = state_path(config)
-        if path is None and (letters is None or ledger is None):
+        path = self.state_file = state_path(config)
+        if path is None and (letters is None or ledger is None or revisions is None):
             raise StoreError(f"store {config.ingest.store.split(':', 1)[0]} needs [ingest] state_file "
-                             "(dead letters and batch seqs)")
+                             "(dead letters, batch seqs and revisions)")
         self._owned: list[Any] = []
-        if letters is None:
-            letters = _open_state(DeadLetters, path)
-            self._owned.append(letters)
-        if ledger is None:
-            try:
+        try:
+            if letters is None:
+                letters = _open_state(DeadLetters, path)
+                self._owned.append(letters)
+            if ledger is None:
                 ledger = _open_state(BatchLedger, path)
-            except BaseException:
-                letters.close()
-                raise
-            self._owned.append(ledger)
-        self.letters, self.ledger = letters, ledger
+                self._owned.append(ledger)
+            if revisions is None:
+                revisions = _open_state(RevisionLog, path)
+                self._owned.append(revisions)
+        except BaseException:
+            for state in self._owned:
+                state.close()
+            raise
+        self.letters, self.ledger, self.revisions = letters, ledger, revisions
         self.validator = Validator(gateways=self.ing.gateways, max_future_s=self.ing.max_future_s,
                                    max_message_bytes=self.ing.max_message_bytes)
         self.metrics = IngestMetrics()
         self.gaps = GapTracker(grace_ns=int(self.ing.gap_grace_s * 1e9))
+        self.resend_requests = GapTracker(grace_ns=int(self.ing.resend_after_s * 1e9))
         self.status_topic = worker_status_topic(self.client_id)
         self.subscribed = threading.Event()
         self._queue: queue.Queue[Received] = queue.Queue()
         self._generation = 0
         self._connected = False
         self._broker_problem_logged = False
-        self._down_logged = False
+        self._down: str | None = None  # what is down ("store", "ingest state"...), logged once
         self._logged_rejections: set[tuple[str, str]] = set()
+        self._letter_failure_logged = False
         self._client: Any = None
+        self._prepare: Callable[[Any], None] | None = getattr(store, "prepare", None)
 
     # -- MQTT callbacks (paho network thread) -------------------------------------------------
 
@@ -186,8 +221,17 @@ class IngestWorker:
             it.batch = self.validator.check(it.topic, it.payload, now_ns=now_ns)
         except WireError as e:
             it.rejection = (e.reason.value, str(e))
+            if e.seq is not None and e.reason in (Rejection.BAD_VALUE, Rejection.FUTURE_TIME):
+                it.refused_seq = e.seq
         except Exception as e:  # noqa: BLE001 - a bug in decoding must not kill the network thread
-            it.rejection = ("decode_error", f"{type(e).__name__}: {str(e)[:300]}")
+            # A documented reason (docs/ingest.md); what the decoder tripped on goes in the detail.
+            it.rejection = (Rejection.BAD_SCHEMA.value, f"payload the decoder could not handle "
+                            f"({type(e).__name__}: {safe_text(str(e)[:300])}); a bug to report with this row")
+        if it.batch is not None and self._prepare is not None:
+            try:  # encoded here too (InfluxDB), while the main thread waits on the store
+                self._prepare(it.batch.observations)
+            except Exception:  # noqa: BLE001 - the write encodes it again and reports what it finds
+                pass
         self.metrics.add(messages_in=1, observations_in=len(it.batch.observations) if it.batch else 0)
         self._queue.put(it)
 
@@ -199,7 +243,9 @@ class IngestWorker:
         m = self.config.mqtt
         client = make_client(m, self.client_id)
         client.manual_ack_set(True)
-        client.reconnect_delay_set(1, 30)
+        # A restarted broker must see the workers back within seconds: until they re-subscribe,
+        # Mosquitto hands shared-subscription messages to no one (gateways re-send on receipt timeout).
+        client.reconnect_delay_set(1, 2)
         client.will_set(self.status_topic, json.dumps({"state": "offline", "client_id": self.client_id}),
                         qos=1, retain=True)
         client.on_connect = self._on_connect
@@ -273,23 +319,42 @@ class IngestWorker:
     # -- one batch of messages ----------------------------------------------------------------
 
     def _process(self, items: list[Received], stop: threading.Event) -> None:
-        good = [(it, it.batch) for it in items if it.batch is not None]
+        good: list[tuple[Received, Batch]] = []
         rejected = [(it, *it.rejection) for it in items if it.rejection is not None]
+        for it in items:
+            b = it.batch
+            if b is None:
+                continue
+            if isinstance(b.site, str) and isinstance(b.gateway, str) \
+                    and ID_PATTERN.fullmatch(b.site) and ID_PATTERN.fullmatch(b.gateway):
+                good.append((it, b))
+            else:  # the validator should have refused it; the ingest state is keyed by these ids
+                rejected.append((it, Rejection.BAD_VALUE.value, f"site/gateway {ascii(b.site)[:80]}/"
+                                 f"{ascii(b.gateway)[:80]} is not an id of 1-64 characters a-z, 0-9 and '-'"))
 
         # Duplicates: a seq already recorded for its gateway, or twice in this batch.
         # They are still written: the store is idempotent, and a gateway whose
         # counter restarted (a new SD card) must not have its data dropped.
+        # One query per gateway, not per message: the stored seq ranges of each.
         seen_here: set[tuple[str, str, int]] = set()
+        stored_ranges: dict[tuple[str, str], list[tuple[int, int]]] = {}
         duplicates = 0
         for _, b in good:
+            gw = (b.site, b.gateway)
+            ranges = stored_ranges.get(gw)
+            if ranges is None:
+                ranges = stored_ranges[gw] = self._retry("ingest state", lambda: self.ledger.ranges(*gw), stop)
             k = (b.site, b.gateway, b.seq)
-            if k in seen_here or self._retry("ingest state", lambda: self.ledger.seen(*k), stop):
+            if k in seen_here or any(lo <= b.seq <= hi for lo, hi in ranges):
                 duplicates += 1
             seen_here.add(k)
 
+        refused: dict[tuple[str, str], list[int]] = {}
         for i, exc in self._write([b for _, b in good], stop):
             it, b = good[i]
-            rejected.append((it, STORE_REJECTED, f"store refused batch seq {b.seq}: {str(exc)[:300]}"))
+            refused.setdefault((b.site, b.gateway), []).append(b.seq)
+            why = str(exc) if isinstance(exc, StoreError) else f"{type(exc).__name__}: {exc}"
+            rejected.append((it, STORE_REJECTED, f"store refused batch seq {b.seq}: {why[:300]}"))
             good[i] = (it, None)  # type: ignore[assignment]
         stored = [(it, b) for it, b in good if b is not None]
 
@@ -297,18 +362,37 @@ class IngestWorker:
         for _, b in stored:
             by_gateway.setdefault((b.site, b.gateway), []).append(b.seq)
         self._retry("ingest state", lambda: self._record_seqs(by_gateway), stop)
-        keep = self.ing.dead_letter_max_bytes
         for it, reason, message in rejected:
-            detail = f"{message} ({len(it.payload)} bytes{', first %d kept' % keep if len(it.payload) > keep else ''})"
-            self._retry("dead-letter table",
-                        lambda: self.letters.add(it.topic, it.payload[:keep], reason, detail, it.received_ns), stop)
-            self.metrics.reject(reason)
-            self._log_rejection(it.topic, reason, message)
+            kept = self._dead_letter(it, reason, message, stop)
+            if kept and it.refused_seq is not None:
+                # Refused for its content, kept whole at the centre: the gateway may let it go.
+                site, gw = it.topic.split("/")[2:4]
+                refused.setdefault((site, gw), []).append(it.refused_seq)
+            elif not kept and it.batch is not None and it.batch.seq in refused.get((it.batch.site, it.batch.gateway), ()):
+                refused[(it.batch.site, it.batch.gateway)].remove(it.batch.seq)
 
+        self._send_receipts(by_gateway, refused)
         acked = self._ack(items)
         self.metrics.add(duplicates=duplicates, messages_acked=acked)
         for key in by_gateway:
             self._gaps_of(key)
+
+    def _send_receipts(self, stored: dict[tuple[str, str], list[int]],
+                       refused: dict[tuple[str, str], list[int]]) -> None:
+        """Tell each gateway which of its batches are now durably at the centre (humus.receipts).
+
+        Sent after the store write and the ledger record, so a receipt never
+        promises more than a crash would leave. A receipt lost on the way (the
+        broker restarts, the gateway is away) only means the gateway re-sends:
+        the duplicate is stored once and receipted again.
+        """
+        if not self.ing.receipts or self._client is None:
+            return
+        for key in stored.keys() | refused.keys():
+            payload = encode_receipt(*key, stored=stored.get(key, ()), refused=refused.get(key, ()),
+                                     by=self.client_id)
+            self._client.publish(receipt_topic(*key), payload, qos=1)
+        self.metrics.add(receipts=len(stored.keys() | refused.keys()))
 
     def _record_seqs(self, by_gateway: dict[tuple[str, str], list[int]]) -> None:
         """After the store write: one transaction for all gateways if the ledger offers it."""
@@ -320,42 +404,141 @@ class IngestWorker:
             self.ledger.record_many(site, gw, seqs)
 
     def _write(self, batches: Sequence[Batch], stop: threading.Event) -> list[tuple[int, Exception]]:
-        """Store the batches' observations; return (index, error) of batches the store refused.
+        """Store the batches' observations, the newest copies winning; return (index, error) to dead-letter.
 
-        A refusal (an error other than `StoreUnavailable`, such as a 4xx answer)
-        of a write of several batches is narrowed down batch by batch. Only if
-        some batches go through are the others the data's fault (dead-lettered);
-        if every one is refused, the store is at fault (unknown database, bad
-        credentials): the messages are held and retried like in an outage.
+        Refusals: a write that fails (other than `StoreUnavailable`) is narrowed
+        down batch by batch. A batch is dead-lettered after
+        REFUSALS_TO_DEAD_LETTER tries when the store refused its data
+        (`StoreRejected`), or when its error is another one while other batches
+        went through. A store that refuses everything else (no batch goes
+        through: unknown database, credentials, a read-only file) is at fault,
+        not the data: the messages are held and retried like in an outage.
+
+        Newest copies: steps 1, 2 and 4 of observatory.revisions around the write.
         """
-        observations: list[Observation] = [o for b in batches for o in b.observations]
-        if not observations:
+        if not any(b.observations for b in batches):
             return []
+        self._retry("ingest state", lambda: self.revisions.record(batches), stop)
+        pending = list(range(len(batches)))
+        copies: dict[int, tuple[Observation, ...]] = {}  # what was stored, by batch index
+        written: Written = {}
+        refusals: dict[int, int] = {}
+        dead: list[tuple[int, Exception]] = []
 
-        def attempt() -> list[tuple[int, Exception]]:
+        def attempt() -> None:
+            """One round over the pending batches; raises StoreUnavailable for an outage."""
+            nonlocal pending
+            todo = [batches[i] for i in pending]
+            kept = self._retry("ingest state", lambda: self.revisions.newer(todo), stop)
+            lists, seen = newest_copies(todo, kept)
+            failed: dict[int, Exception] = {}
             try:
-                self._timed_write(observations, batches)
-                return []
+                self._timed_write(BatchedObservations(lists), todo)
             except StoreUnavailable:
                 raise
             except Exception as e:  # noqa: BLE001 - a store refusing data must not stop the worker
-                first = e
-            refused: list[tuple[int, Exception]] = []
-            if len(batches) > 1:
-                for i, b in enumerate(batches):
-                    try:
-                        self._timed_write(list(b.observations), [b])
-                    except StoreUnavailable:
-                        raise
-                    except Exception as e:  # noqa: BLE001
-                        refused.append((i, e))
-                if len(refused) < len(batches):
-                    return refused
-            raise StoreUnavailable(f"the store refused the whole write of {len(batches)} batch(es): {first}")
+                if len(todo) == 1:
+                    failed[pending[0]] = e
+                else:
+                    for i, b, obs in zip(pending, todo, lists):
+                        try:
+                            self._timed_write(BatchedObservations([obs]), [b])
+                        except StoreUnavailable:
+                            raise
+                        except Exception as e1:  # noqa: BLE001
+                            failed[i] = e1
+            for i, obs in zip(pending, lists):
+                if i not in failed:
+                    copies[i] = obs
+            for key, (rank, o) in seen.items():
+                if key not in written or rank > written[key][0]:
+                    written[key] = (rank, o)
+            if not copies and not all(_data_fault(e) for e in failed.values()):
+                first = next(e for e in failed.values() if not _data_fault(e))
+                raise StoreUnavailable(f"the store refused every batch of a write of {len(todo)}: {first}")
+            for i, e in failed.items():
+                refusals[i] = refusals.get(i, 0) + 1
+                if refusals[i] >= REFUSALS_TO_DEAD_LETTER:
+                    dead.append((i, e))
+            pending = [i for i in failed if refusals[i] < REFUSALS_TO_DEAD_LETTER]
 
-        return self._retry("store", attempt, stop)
+        delay = REFUSAL_BACKOFF_S
+        while pending:
+            self._retry("store", attempt, stop)
+            if pending:
+                self._sleep(delay, None)
+                delay *= 2
+        if dead:
+            self._retry("ingest state", lambda: self.revisions.withdraw([batches[i] for i, _ in dead]), stop)
+        stored = sorted(copies)
+        self._write_overtaken([batches[i] for i in stored], [copies[i] for i in stored], written, stop)
+        return dead
 
-    def _timed_write(self, observations: list[Observation], batches: Sequence[Batch]) -> None:
+    def _write_overtaken(self, batches: list[Batch], copies: list[tuple[Observation, ...]], written: Written,
+                         stop: threading.Event) -> None:
+        """Step 4 of observatory.revisions: write again what a revision recorded meanwhile outranks."""
+        if not batches:
+            return
+        for _ in range(REWRITE_ROUNDS_MAX):
+            kept = self._retry("ingest state", lambda: self.revisions.newer(batches), stop)
+            again = overtaken(batches, copies, written, kept)
+            if not again or not self._retry("store", lambda: self._rewrite(again), stop):
+                return
+        log.warning("newer copies of observations of %s kept being revised during %d rewrites; the next write "
+                    "of these keys settles it", ", ".join(sorted({f"{b.site}/{b.gateway}" for b in batches})),
+                    REWRITE_ROUNDS_MAX)
+
+    def _rewrite(self, observations: list[Observation]) -> bool:
+        """Write newer copies; False if the store refuses their data (the older copies then stay)."""
+        try:
+            self.store.write(observations)
+        except Exception as e:  # noqa: BLE001 - StoreUnavailable and the store's faults: held by _retry
+            if not _data_fault(e):
+                raise
+            o = observations[0]
+            log.warning("the store refused %d newer copies of observations (first %s/%s %s at %d): %s; the older "
+                        "copies stay", len(observations), o.site, o.gateway, _one_line(o.probe, 70), o.time_ns,
+                        _one_line(str(e), 300))
+            return False
+        self.metrics.add(observations_written=len(observations))
+        return True
+
+    def _dead_letter(self, it: Received, reason: str, message: str, stop: threading.Event) -> bool:
+        """Keep a rejected message in the dead-letter table, count it, log it once per reason and topic.
+
+        True when the whole payload is kept (only then may a receipt call it `refused`).
+
+        A state file that is unavailable (locked, disk full) holds the worker
+        like a store outage. Any other failure of the insert is logged as what
+        it is and the message acknowledged all the same: one message never
+        holds the rest.
+        """
+        keep = self.ing.dead_letter_max_bytes
+        size = len(it.payload)
+        detail = f"{message} ({size} bytes{', first %d kept' % keep if size > keep else ''})"
+
+        def add() -> Exception | None:
+            try:
+                self.letters.add(it.topic, it.payload[:keep], reason, detail, it.received_ns)
+            except StoreUnavailable:
+                raise
+            except Exception as e:  # noqa: BLE001 - reported below; retrying would fail the same way
+                return e
+            return None
+
+        failure = self._retry("dead-letter table", add, stop)
+        if failure is None:
+            self._letter_failure_logged = False
+        elif not self._letter_failure_logged:
+            log.error("dead-letter table %s: %s; a message on %s (%s) was acknowledged without its copy. Check "
+                      "the state file (permissions, a SQLite file of this humus version)", self.state_file,
+                      _one_line(f"{type(failure).__name__}: {failure}", 300), _one_line(it.topic, 200), reason)
+            self._letter_failure_logged = True
+        self.metrics.reject(reason)
+        self._log_rejection(it.topic, reason, message)
+        return failure is None and size <= keep
+
+    def _timed_write(self, observations: Sequence[Observation], batches: Sequence[Batch]) -> None:
         t0 = time.monotonic()
         self.store.write(observations)
         now_ns = time.time_ns()
@@ -376,11 +559,11 @@ class IngestWorker:
             except Exception as e:  # noqa: BLE001 - StoreUnavailable, sqlite3.Error, a bug: hold and retry
                 self._unavailable(what, e)
             else:
-                if self._down_logged:
+                if self._down == what:  # not another, nested call that worked meanwhile
                     down = (time.time_ns() - (self.metrics.store_down_since_ns or time.time_ns())) / 1e9
                     log.warning("%s available again after %.1f s; writing the %d held message(s)", what, down,
                                 self._queue.qsize())
-                    self._down_logged = False
+                    self._down = None
                     self.metrics.store_down_since_ns = None
                 return result
             if stop.is_set():
@@ -398,13 +581,19 @@ class IngestWorker:
 
     def _unavailable(self, what: str, e: Exception) -> None:
         self.metrics.add(store_failures=1)
-        if not self._down_logged:
+        if self._down is None:
             self.metrics.store_down_since_ns = time.time_ns()
-            target = self.ing.store if what == "store" else str(state_path(self.config))
+            if what == "store" and self.ing.store.startswith("sqlite:"):
+                target, hint = self.ing.store, "the file and its directory writable, disk space, another process " \
+                                               "holding a lock"
+            elif what == "store":
+                target, hint = self.ing.store, "server running and reachable, database created, credentials, disk space"
+            else:
+                target, hint = str(self.state_file), "disk space, permissions, another process holding a lock"
             log.error("%s unavailable (%s): holding messages unacknowledged at the broker (at most its "
-                      "max_inflight_messages) and retrying with back-off up to %g s. Check %s: server running "
-                      "and reachable, credentials, disk space", what, e, self.ing.retry_max_s, target)
-            self._down_logged = True
+                      "max_inflight_messages) and retrying with back-off up to %g s. Check %s: %s", what,
+                      _one_line(str(e), 400), self.ing.retry_max_s, target, hint)
+            self._down = what
 
     def _ack(self, items: list[Received]) -> int:
         """Acknowledge in receive order; messages from an earlier connection are left to redelivery
@@ -423,7 +612,7 @@ class IngestWorker:
         if len(self._logged_rejections) < LOGGED_REJECTIONS_MAX:
             self._logged_rejections.add(key)
         log.warning("rejected a message on %s (%s): %s; kept in the dead-letter table, further %s rejections "
-                    "on this topic are only counted", topic[:200], reason, message[:300], reason)
+                    "on this topic are only counted", _one_line(topic, 200), reason, _one_line(message, 300), reason)
 
     # -- sequence gaps and metrics ------------------------------------------------------------
 
@@ -432,7 +621,14 @@ class IngestWorker:
             ranges = self.ledger.ranges(*key)
         except sqlite3.Error:
             return  # checked again on the next tick
-        for lo, hi in self.gaps.observe(key, ranges, time.time_ns()):
+        now_ns = time.time_ns()
+        asks = self.resend_requests.observe(key, ranges, now_ns)
+        if asks and self.ing.receipts and self._client is not None:
+            # A hole open this long: the batch went to no one (a broker restart) or is stuck; the
+            # gateway re-sends what it still has (its own receipt timeout would too, later).
+            self._client.publish(receipt_topic(*key), encode_receipt(*key, resend=asks, by=self.client_id), qos=1)
+            self.metrics.add(resend_requests=len(asks))
+        for lo, hi in self.gaps.observe(key, ranges, now_ns):
             n = hi - lo + 1
             self.metrics.add(gaps=1, gap_seqs=n)
             log.warning("gateway %s/%s: batches %d-%d (%d) missing for %g s; check the gateway's spool, clock "

@@ -93,6 +93,15 @@ class Server:
             self.proc.wait(5)
         self.proc = None
 
+    def restart(self, down_s: float = 0.0, timeout: float = 20.0) -> "Server":
+        """Stop (SIGTERM: Mosquitto saves its persistence file), stay down `down_s`, start on the same port and data.
+
+        `down_s` is the outage being simulated, not a wait for anything.
+        """
+        self.stop()
+        time.sleep(down_s)
+        return self.start(timeout)
+
 
 MOSQUITTO_CONF = """\
 listener {port} 127.0.0.1
@@ -161,6 +170,14 @@ def influxdb(workdir: Path) -> Server:
     return Server("influxdb", port, workdir, [binary, "-config", str(conf)], {"rpc": rpc})
 
 
+def influxdb_auth(workdir: Path) -> Server:
+    """The same InfluxDB 1.x with `[http] auth-enabled = true` and no users yet (deploy tests)."""
+    srv = influxdb(workdir)
+    conf = workdir / "influxdb.conf"
+    conf.write_text(conf.read_text().replace("auth-enabled = false", "auth-enabled = true"))
+    return srv
+
+
 def victoria_metrics(workdir: Path) -> Server:
     binary = _binary("VictoriaMetrics", "victoria-metrics")
     port = free_port()
@@ -168,6 +185,37 @@ def victoria_metrics(workdir: Path) -> Server:
     return Server("victoria-metrics", port, workdir, [
         binary, f"-storageDataPath={workdir / 'data'}", f"-httpListenAddr=127.0.0.1:{port}",
         "-search.disableCache", "-loggerLevel=ERROR",
+    ])
+
+
+ALERTMANAGER_CONF = """\
+route:
+  receiver: hook
+  group_by: [site]
+  group_wait: {group_wait}
+  group_interval: {group_interval}
+  repeat_interval: 1h
+receivers:
+  - name: hook
+    webhook_configs:
+      - url: {webhook_url}
+        send_resolved: true
+"""
+
+
+def alertmanager(workdir: Path, webhook_url: str = "http://127.0.0.1:9/unused", group_wait: str = "1s",
+                 group_interval: str = "2s") -> Server:
+    """Prometheus Alertmanager (Debian's `prometheus-alertmanager`): web API on a free port, clustering off,
+    a throw-away storage path, one route grouping by site to a webhook at `webhook_url`."""
+    binary = _binary("Prometheus Alertmanager", "prometheus-alertmanager", "alertmanager")
+    port = free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    conf = workdir / "alertmanager.yml"
+    conf.write_text(ALERTMANAGER_CONF.format(webhook_url=webhook_url, group_wait=group_wait,
+                                             group_interval=group_interval))
+    return Server("alertmanager", port, workdir, [
+        binary, f"--config.file={conf}", f"--storage.path={workdir / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=", "--log.level=warn",
     ])
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from typing import Any, ClassVar, Mapping
 
-from firmware_bridge.drivers.base import Driver, DriverConfigError, DriverFailure
+from firmware_bridge.drivers.base import Driver, DriverFailure
 from firmware_bridge.protocols import ProtocolError
 from firmware_bridge.protocols.at import ReplyStatus, encode_command, parse_numbers, parse_reply, reply_error
 from firmware_bridge.reading import DriverStatus, Reading, Spectrum
@@ -43,14 +43,15 @@ class AS7265xDriver(Driver):
     quantities: ClassVar[Mapping[str, str]] = {}
     option_defaults: ClassVar[Mapping[str, Any]] = {
         "integration_cycles": 50, "gain": 2, "led": True, "led_current": 1, "timeout_s": 1.0, "stuck_polls": 5}
+    option_ranges: ClassVar[Mapping[str, tuple[float, float]]] = {
+        **Driver.option_ranges, "integration_cycles": (1, 255), "gain": (0, 3), "led_current": (0, 3),
+        "timeout_s": (0.05, 10.0)}
+    takes_address: ClassVar[bool] = False
+    spectrum_unit: ClassVar[str | None] = "uW/cm2"
 
-    def __init__(self, transport: SerialTransport, probe_id: str, address: str = "",
-                 options: Mapping[str, Any] | None = None) -> None:
-        super().__init__(transport, probe_id, address, options)
-        for key, low, high in (("integration_cycles", 1, 255), ("gain", 0, 3), ("led_current", 0, 3)):
-            v = self.options[key]
-            if not isinstance(v, int) or not low <= v <= high:
-                raise DriverConfigError(f"probe {probe_id}: option {key}={v!r}: expected an integer {low}-{high}")
+    @classmethod
+    def wavelength_range_for(cls, options: Mapping[str, Any] | None = None) -> tuple[float, float] | None:
+        return min(WAVELENGTHS), max(WAVELENGTHS)
 
     def command(self, name: str, value: int | None = None) -> str:
         """Send one AT command and return the data before ``OK``; ProtocolError otherwise."""

@@ -1,7 +1,9 @@
 """Driver for line-ASCII temperature probes: ``T=21.37,C*hh`` per line.
 
 Asks with ``R`` (option ``command``; empty for a probe that streams lines
-on its own) and reads one line. Statuses:
+on its own) and reads one line. The value is reported as ``soil_temp``
+unless option ``quantity`` names what the probe measures (e.g.
+``air_temp`` for a probe in a radiation shield). Statuses:
 
 ===================================  =========================
 line                                 status
@@ -19,6 +21,7 @@ same value ``stuck_polls`` times     STUCK
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar, Mapping
 
 from firmware_bridge.drivers.base import Driver, DriverFailure
@@ -27,6 +30,7 @@ from firmware_bridge.reading import DriverStatus, Reading
 from firmware_bridge.transport import SerialSettings
 
 UNITS = {"C": "degC", "degC": "degC", "F": "degF"}
+_QUANTITY = re.compile(r"[a-z][a-z0-9_]{0,63}")   # humus.records.QUANTITY_PATTERN
 
 
 class AsciiTempDriver(Driver):
@@ -35,7 +39,28 @@ class AsciiTempDriver(Driver):
     quantities: ClassVar[Mapping[str, str]] = {"soil_temp": "degC"}
     option_defaults: ClassVar[Mapping[str, Any]] = {
         "command": "R", "timeout_s": 1.0, "require_checksum": False, "name": "T",
-        "low_c": -55.0, "high_c": 125.0, "stuck_polls": 5}
+        "low_c": -55.0, "high_c": 125.0, "stuck_polls": 5, "quantity": "soil_temp"}
+    option_ranges: ClassVar[Mapping[str, tuple[float, float]]] = {
+        **Driver.option_ranges, "timeout_s": (0.05, 60.0), "low_c": (-273.15, 1000.0), "high_c": (-273.15, 1000.0)}
+    takes_address: ClassVar[bool] = False
+
+    def __init__(self, transport: Any, probe_id: str, address: str = "",
+                 options: Mapping[str, Any] | None = None) -> None:
+        super().__init__(transport, probe_id, address, options)
+        o = self.options
+        if not o["low_c"] < o["high_c"]:
+            raise self.config_error("options.high_c", f"a value above low_c ({o['low_c']:g})", o["high_c"])
+        if not o["name"]:
+            raise self.config_error("options.name", "the name before '=' in the probe's lines, e.g. T", o["name"])
+        if not _QUANTITY.fullmatch(o["quantity"]):
+            raise self.config_error("options.quantity", "a quantity name like air_temp (a-z, 0-9, _)", o["quantity"])
+        self.quantity: str = o["quantity"]
+        self.quantities = {self.quantity: "degC"}   # type: ignore[misc]  # units of this probe's readings
+
+    @classmethod
+    def quantities_for(cls, options: Mapping[str, Any] | None = None) -> Mapping[str, str]:
+        """One temperature, under the name option ``quantity`` gives it (soil_temp by default)."""
+        return {str((options or {}).get("quantity", "soil_temp")): "degC"}
 
     def poll(self) -> Reading:
         t = self.transport
@@ -74,7 +99,7 @@ class AsciiTempDriver(Driver):
             raise DriverFailure(DriverStatus.GARBLED, f"{where}: expected '{self.options['name']}=<value>,C', "
                                 f"got {frame.body[:40]!r}")
         value = m.value if UNITS[m.unit or "C"] == "degC" else (m.value - 32) * 5 / 9
-        values = {"soil_temp": value}
+        values = {self.quantity: value}
         low, high = float(self.options["low_c"]), float(self.options["high_c"])
         if not low <= value <= high:
             return self.reading(DriverStatus.OUT_OF_RANGE, values,

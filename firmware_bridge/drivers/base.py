@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import abc
 import logging
+import math
 import time
 from collections import deque
 from typing import Any, Callable, ClassVar, Mapping, Sequence
@@ -34,7 +35,16 @@ log = logging.getLogger(__name__)
 
 
 class DriverConfigError(ValueError):
-    """A driver built with an impossible address or option (a configuration error)."""
+    """A driver built with an impossible address or option (a configuration error).
+
+    `field` names what is wrong as a configuration key under the probe
+    (``address`` or ``options.<name>``), `expected` what would do and `got`
+    what was given, so a configuration loader can say it in its own words.
+    """
+
+    def __init__(self, message: str, *, field: str = "", expected: str = "", got: Any = None) -> None:
+        super().__init__(message)
+        self.field, self.expected, self.got = field, expected, got
 
 
 class DriverFailure(Exception):
@@ -78,22 +88,75 @@ class Driver(abc.ABC):
     name: ClassVar[str]
     serial_settings: ClassVar[SerialSettings]
     quantities: ClassVar[Mapping[str, str]]
-    #: options this driver accepts, with their defaults (unknown options are refused)
+    #: options this driver accepts, with their defaults (unknown options are refused); a given
+    #: option must have its default's type (bool, whole number, number or text)
     option_defaults: ClassVar[Mapping[str, Any]] = {"stuck_polls": 5}
+    #: inclusive bounds of numeric options
+    option_ranges: ClassVar[Mapping[str, tuple[float, float]]] = {"stuck_polls": (0, 1000)}
+    #: False for point-to-point probes: an address in their configuration would mean nothing
+    takes_address: ClassVar[bool] = True
+    #: what the Reading's spectrum holds ("counts", "uW/cm2"...), None for a probe without spectra
+    spectrum_unit: ClassVar[str | None] = None
+    #: True if spectra come with their dark and white references (reflectance can be computed)
+    spectrum_references: ClassVar[bool] = False
 
     def __init__(self, transport: SerialTransport, probe_id: str, address: str = "",
                  options: Mapping[str, Any] | None = None) -> None:
         self.transport = transport
         self.probe_id = probe_id
         self.address = address
+        if address and not self.takes_address:
+            raise self.config_error("address", f"none (a {self.name} probe has no bus address)", address)
         given = dict(options or {})
         unknown = sorted(set(given) - set(self.option_defaults))
         if unknown:
             raise DriverConfigError(
                 f"driver {self.name}: unknown option(s) {', '.join(unknown)}; "
-                f"known: {', '.join(sorted(self.option_defaults)) or '(none)'}")
+                f"known: {', '.join(sorted(self.option_defaults)) or '(none)'}",
+                field=f"options.{unknown[0]}", expected=f"an option of driver {self.name} "
+                f"({', '.join(sorted(self.option_defaults)) or 'none'})", got=unknown[0])
+        for key, value in given.items():
+            self._check_option(key, value)
         self.options: dict[str, Any] = {**self.option_defaults, **given}
         self.stuck = StuckDetector(int(self.options.get("stuck_polls", 0) or 0))
+
+    def config_error(self, field: str, expected: str, got: Any, what: str = "") -> DriverConfigError:
+        """The error for a bad `field` (``address`` or ``options.<name>``, shown as `what`) of this probe."""
+        shown = what or field.replace("options.", "option ", 1)
+        return DriverConfigError(f"probe {self.probe_id}: {shown} {got!r}: expected {expected}",
+                                 field=field, expected=expected, got=got)
+
+    def _check_option(self, key: str, value: Any) -> None:
+        default = self.option_defaults[key]
+        field = f"options.{key}"
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise self.config_error(field, "true or false", value)
+            return
+        if isinstance(default, (int, float)):
+            whole = isinstance(default, int)
+            if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)) or \
+                    (not whole and not math.isfinite(value)):
+                raise self.config_error(field, "a whole number" if whole else "a finite number", value)
+            if key in self.option_ranges:
+                lo, hi = self.option_ranges[key]
+                if not lo <= value <= hi:
+                    raise self.config_error(field, f"{'a whole number' if whole else 'a number'} from {lo:g} to "
+                                                   f"{hi:g}", value)
+            return
+        if isinstance(default, str):
+            if not isinstance(value, str) or not value.isprintable() or len(value) > 64:
+                raise self.config_error(field, "printable text of at most 64 characters", value)
+            return
+        if isinstance(default, (tuple, list)):
+            if not isinstance(value, (tuple, list)) or len(value) != len(default) or not all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value):
+                raise self.config_error(field, f"a list of {len(default)} numbers", value)
+
+    @classmethod
+    def wavelength_range_for(cls, options: Mapping[str, Any] | None = None) -> tuple[float, float] | None:
+        """The wavelengths (nm) a spectral probe with these options covers; None without spectra."""
+        return None
 
     @classmethod
     def quantities_for(cls, options: Mapping[str, Any] | None = None) -> Mapping[str, str]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Mapping
 
-from firmware_bridge.drivers.base import Driver, DriverConfigError, DriverFailure
+from firmware_bridge.drivers.base import Driver, DriverFailure
 from firmware_bridge.drivers.modbus_maps import DEFAULT_MODEL, MAPS, RegisterMap
 from firmware_bridge.protocols import ProtocolError
 from firmware_bridge.protocols.modbus import instrument, read_registers
@@ -36,6 +36,8 @@ class ModbusSoilDriver(Driver):
     quantities: ClassVar[Mapping[str, str]] = {f.quantity: f.unit for m in MAPS.values() for f in m.fields}
     option_defaults: ClassVar[Mapping[str, Any]] = {
         "model": DEFAULT_MODEL, "timeout_s": 0.5, "retries": 1, "local_echo": False, "stuck_polls": 5}
+    option_ranges: ClassVar[Mapping[str, tuple[float, float]]] = {
+        **Driver.option_ranges, "timeout_s": (0.05, 10.0), "retries": (0, 10)}
 
     @classmethod
     def quantities_for(cls, options: Mapping[str, Any] | None = None) -> Mapping[str, str]:
@@ -50,13 +52,11 @@ class ModbusSoilDriver(Driver):
         super().__init__(transport, probe_id, address or "1", options)
         model = self.options["model"]
         if model not in MAPS:
-            raise DriverConfigError(f"probe {probe_id}: model {model!r}: expected one of {', '.join(sorted(MAPS))}")
+            raise self.config_error("options.model", f"one of {', '.join(sorted(MAPS))}", model)
         self.map: RegisterMap = MAPS[model]
-        try:
-            slave = int(self.address)
-            self.instrument, self.port = instrument(transport, slave, float(self.options["timeout_s"]))
-        except ValueError as e:
-            raise DriverConfigError(f"probe {probe_id}: address {self.address!r}: expected 1-247 ({e})") from None
+        if not self.address.isdigit() or not 1 <= int(self.address) <= 247:
+            raise self.config_error("address", "a Modbus address 1-247", self.address)
+        self.instrument, self.port = instrument(transport, int(self.address), float(self.options["timeout_s"]))
         self.retries = int(self.options["retries"])
         # RS-485 adapters without automatic echo suppression hear their own request first.
         self.instrument.handle_local_echo = bool(self.options["local_echo"])

@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from typing import Any, ClassVar, Mapping
 
-from firmware_bridge.drivers.base import Driver, DriverConfigError, DriverFailure
+from firmware_bridge.drivers.base import Driver, DriverFailure
 from firmware_bridge.protocols import ChecksumMismatch, GarbledFrame, NoResponse, PartialFrame, ProtocolError
 from firmware_bridge.protocols.spectro import (
     FLAG_SATURATED, HEADER_LEN, SYNC, Capture, Command, Frame, FrameStatus, ReplyType, SpectrumFrame, decode_info,
@@ -30,17 +30,30 @@ class NirSpectrometerDriver(Driver):
     serial_settings: ClassVar[SerialSettings] = SerialSettings(115200, 8, "N", 1)
     quantities: ClassVar[Mapping[str, str]] = {}
     option_defaults: ClassVar[Mapping[str, Any]] = {
-        "integration_ms": 100, "reference_max_age_s": 0.0, "timeout_s": 1.0, "retries": 1, "stuck_polls": 5}
+        "integration_ms": 100, "reference_max_age_s": 0.0, "timeout_s": 1.0, "retries": 1, "stuck_polls": 5,
+        "wavelength_range_nm": (1350.0, 2500.0)}
+    option_ranges: ClassVar[Mapping[str, tuple[float, float]]] = {
+        **Driver.option_ranges, "integration_ms": (1, 5000), "reference_max_age_s": (0.0, 86400.0),
+        "timeout_s": (0.05, 10.0), "retries": (0, 10)}
+    takes_address: ClassVar[bool] = False
+    spectrum_unit: ClassVar[str | None] = "counts"
+    spectrum_references: ClassVar[bool] = True
 
     def __init__(self, transport: SerialTransport, probe_id: str, address: str = "",
                  options: Mapping[str, Any] | None = None) -> None:
         super().__init__(transport, probe_id, address, options)
-        ms = self.options["integration_ms"]
-        if not isinstance(ms, int) or not 1 <= ms <= 5000:
-            raise DriverConfigError(f"probe {probe_id}: integration_ms={ms!r}: expected an integer 1-5000")
+        first, last = self.options["wavelength_range_nm"]
+        if not 100 <= first < last <= 20000:
+            raise self.config_error("options.wavelength_range_nm", "[first, last] in nm, 100 <= first < last <= 20000",
+                                    list(self.options["wavelength_range_nm"]))
         self._full_scale: int | None = None
         self._refs: tuple[float, int, SpectrumFrame, SpectrumFrame] | None = None  # (time, ms, dark, white)
         self._opened = -1      # transport.open_attempts when the references were taken
+
+    @classmethod
+    def wavelength_range_for(cls, options: Mapping[str, Any] | None = None) -> tuple[float, float] | None:
+        first, last = (options or {}).get("wavelength_range_nm", cls.option_defaults["wavelength_range_nm"])
+        return float(first), float(last)
 
     # -- one exchange --------------------------------------------------------------
     def exchange(self, command: int, payload: bytes = b"", *, busy_s: float = 0.0) -> Frame:
@@ -105,6 +118,11 @@ class NirSpectrometerDriver(Driver):
             info = decode_info(self.exchange(Command.GET_INFO).payload)
             if info is None:
                 raise GarbledFrame("unreadable INFO frame")
+            first, last = self.options["wavelength_range_nm"]
+            if abs(info.first_nm - first) > 0.5 or abs(info.last_nm - last) > 0.5:
+                raise DriverFailure(DriverStatus.ERROR, f"probe {self.probe_id}: the spectrometer covers "
+                                    f"{info.first_nm:g}-{info.last_nm:g} nm, the configuration says "
+                                    f"{first:g}-{last:g}; set option wavelength_range_nm to the device's range")
             self._full_scale = info.full_scale
         self.exchange(Command.SET_INTEGRATION, ms.to_bytes(2, "little"))
         now = time.monotonic()

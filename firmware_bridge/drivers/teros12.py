@@ -44,22 +44,24 @@ class Teros12Driver(Driver):
         "command": "M", "crc": True, "response_timeout_s": 0.5, "attempts": 3, "send_break": False,
         "stuck_polls": 5,
     }
+    option_ranges: ClassVar[Mapping[str, tuple[float, float]]] = {
+        **Driver.option_ranges, "response_timeout_s": (0.05, 10.0), "attempts": (1, 10)}
 
     def __init__(self, transport: SerialTransport, probe_id: str, address: str = "0",
                  options: Mapping[str, Any] | None = None) -> None:
         super().__init__(transport, probe_id, address or "0", options)
         if len(self.address) != 1 or self.address not in ADDRESSES:
-            raise DriverConfigError(f"probe {probe_id}: SDI-12 address {self.address!r}: expected one of 0-9, a-z, A-Z")
+            raise self.config_error("address", "one of 0-9, a-z, A-Z", self.address, "SDI-12 address")
         command = str(self.options["command"]).upper()
         if command not in ("M", "C", "R"):
-            raise DriverConfigError(f"probe {probe_id}: command {command!r}: expected M, C or R")
+            raise self.config_error("options.command", "M, C or R", self.options["command"])
         self.command = command
         self.crc = bool(self.options["crc"])
         try:
             self.bus = Sdi12Bus(transport, response_timeout_s=float(self.options["response_timeout_s"]),
                                 attempts=int(self.options["attempts"]), send_break=bool(self.options["send_break"]))
         except (TypeError, ValueError) as e:
-            raise DriverConfigError(f"probe {probe_id}: {e}") from None
+            raise DriverConfigError(f"probe {probe_id}: {e}", expected=str(e)) from None
 
     def poll(self) -> Reading:
         if self.command == "M":

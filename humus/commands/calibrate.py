@@ -25,8 +25,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_usage(p))
 
     f = cmds.add_parser("fit", help="fit a model from a spectral library CSV",
-                        description="Fit PLS (components by cross-validation) on SG + SNV preprocessed "
-                                    "absorbance; optional EPO moisture correction and local PLS.")
+                        description="Fit PLS on SG + SNV preprocessed absorbance. Every default choice is "
+                                    "made by cross-validation on the data and recorded in the model file: "
+                                    "components (van der Voet's parsimony rule), target scale, global or local "
+                                    "PLS, EPO components; uncertainty calibrated on the CV errors.")
     f.add_argument("--data", required=True, help="CSV: property columns then one column per wavelength (nm)")
     f.add_argument("--target", required=True, help="column to predict (e.g. Ciso)")
     f.add_argument("--out", required=True, help="model file to write (.npz)")
@@ -42,16 +44,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--grid", metavar="START:STOP:STEP",
                    help="resample spectra onto this grid (nm) first (default: none; with --epo, every 10 nm "
                         "from 50 nm inside each end of the data)")
-    f.add_argument("--max-components", type=int, default=20, help="largest number tried by CV (default 20)")
+    f.add_argument("--max-components", type=int, default=40,
+                   help="ceiling of the components tried by CV (default 40; a CV minimum at the ceiling is "
+                        "reported as a warning)")
     f.add_argument("--components", type=int, help="fixed number of PLS components (skips the CV choice)")
     f.add_argument("--folds", type=int, default=10, help="cross-validation folds (default 10)")
+    f.add_argument("--method", choices=["auto", "global", "local", "blend"],
+                   help="global PLS, memory-based local PLS, or their average (blend); auto (the default) "
+                        "tries all three and keeps the simplest not significantly worse by CV")
     f.add_argument("--local", metavar="K[,MIN,MAX]",
-                   help="memory-based local PLS with K neighbours, averaging MIN..MAX components")
-    f.add_argument("--blend", action="store_true",
-                   help="with --local: average the local and the global prediction (recommended, see docs)")
+                   help="local PLS with K neighbours, averaging MIN..MAX components (default 60,3,15; "
+                        "alone it means --method local)")
+    f.add_argument("--blend", action="store_true", help="same as --method blend")
     f.add_argument("--epo", metavar="CSV", help="paired wet/dry spectra (columns sample, state) for EPO")
-    f.add_argument("--epo-components", type=int, default=4,
-                   help="EPO components (default 4, the best of 2-8 by soil-grouped CV in docs/calibration.md)")
+    f.add_argument("--epo-components", type=int,
+                   help="EPO components (default: chosen from 1-8 by cross-validation over the pairs, the "
+                        "simplest not significantly worse on the held-out pairs' wet spectra)")
     f.add_argument("--transform", choices=["none", "sqrt", "auto"], default="auto",
                    help="scale the target is modelled on: sqrt suits right-skewed carbon; auto (default) "
                         "keeps sqrt only when it lowers the cross-validated RMSE")
@@ -169,9 +177,10 @@ def run_fit(args: argparse.Namespace) -> int:
 
     ds = _load_rows(args, training=True)
     y, ok = _target(ds, args.target)
-    if ok.sum() < max(10, args.folds):
-        raise _fail(f"{ds.path}: {int(ok.sum())} usable rows with {args.target!r} and a complete spectrum; "
-                    f"expected at least {max(10, args.folds)}")
+    n = int(ok.sum())
+    if n < 10:
+        raise _fail(f"{ds.path}: {n} usable rows with {args.target!r} and a complete spectrum; expected at least 10")
+    _check_counts(args, n, ds.spectra.shape[1])
     wl, x = ds.wavelengths_nm, ds.spectra[ok]
     # With EPO the moisture effect is removed by projection in absorbance, where
     # water adds linearly: SNV's per-spectrum scaling mixes it back in, and fine
@@ -200,6 +209,7 @@ def run_fit(args: argparse.Namespace) -> int:
     if snv:
         steps.append({"op": "snv"})
     local = None
+    method = args.method or ("blend" if args.blend else "local" if args.local else "auto")
     if args.local:
         try:
             parts = [int(v) for v in args.local.split(",")]
@@ -208,20 +218,22 @@ def run_fit(args: argparse.Namespace) -> int:
         if len(parts) not in (1, 3):
             raise _fail(f"--local {args.local!r}: expected K or K,MIN,MAX (integers)")
         try:
-            local = LocalSettings(*parts, blend=args.blend)
+            local = LocalSettings(*parts)
         except ValueError as e:
             raise _fail(f"--local {args.local!r}: {e}") from None
-    if args.blend and local is None:
-        raise _fail("--blend needs --local (it averages the local and the global prediction)")
+    if args.blend and args.method not in (None, "blend"):
+        raise _fail(f"--blend contradicts --method {args.method} (--blend means --method blend)")
     pairs = _epo_pairs(args, wl) if args.epo else None
+    # Cross-validation folds never split the scans of one soil (column 'sample', when the file has one).
+    groups = [ds.columns["sample"][i] for i in np.flatnonzero(ok)] if "sample" in ds.columns else None
     model_id = args.model_id or f"{args.target}-{Path(args.data).stem}".lower().replace("_", "-")
     try:
         model = fit_spectral_model(wl, x, y[ok], model_id=model_id, version=args.model_version,
                                    target=args.target, unit=args.unit, input=args.input, preprocessing=steps,
                                    max_components=args.max_components, n_components=args.components,
                                    folds=args.folds, epo_pairs=pairs, epo_components=args.epo_components,
-                                   local=local, seed=args.seed, transform=args.transform,
-                                   extra={"data": Path(args.data).name, "select": args.select,
+                                   local=local, method=method, seed=args.seed, transform=args.transform,
+                                   groups=groups, extra={"data": Path(args.data).name, "select": args.select,
                                           "holdout": args.holdout, "holdout_by": args.holdout_by,
                                           "holdout_seed": args.seed})
     except ValueError as e:
@@ -230,11 +242,52 @@ def run_fit(args: argparse.Namespace) -> int:
         model.save(args.out)
     except OSError as e:
         raise _fail(f"{args.out}: cannot write the model ({e.strerror or e})") from None
-    tr = model.meta["training"]
+    tr, sel = model.meta["training"], model.meta["selection"]
     print(f"{args.out}: {model.id} v{model.version}, {model.meta['pls']['n_components']} components, "
           f"n={tr['n']}, RMSECV={tr['rmsecv']:.4g}, R2cv={tr['r2cv']:.3f}, RPD={tr['rpd']:.2f}, "
           f"RPIQ={tr['rpiq']:.2f}, target scale {model.transform.name}")
+    for line in _choices(model.meta):
+        print(f"  {line}")
+    for warning in sel.get("warnings", []):
+        print(f"warning: {args.out}: {warning}", file=sys.stderr)
     return 0
+
+
+def _choices(meta: dict[str, Any]) -> list[str]:
+    """What cross-validation chose and why, one line each (fit and show print them)."""
+    sel = meta.get("selection") or {}
+    if not sel:
+        return []
+    comp, m = sel["components"], sel["method"]
+    lines = [f"components {comp['chosen']} ({sel['rule']}; CV minimum at {comp['cv_minimum_at']}, "
+             f"ceiling {sel['max_components']})",
+             "scale      " + ", ".join(f"{k} RMSECV {v:.4g}" for k, v in sel["target_scale"].items())
+             + f" -> {(meta.get('target_transform') or {}).get('name', 'none')}",
+             f"method     {m['chosen']}: {m['reason']}" + ("; model-scale RMSECV " + ", ".join(
+                 f"{k} {v:.4g}" for k, v in m["rmsecv_model_scale"].items()) if m.get("rmsecv_model_scale") else "")]
+    if sel.get("epo_components"):
+        e = sel["epo_components"]
+        lines.append(f"epo        {e['chosen']} components; estimated wet RMSE (model scale) by components: "
+                     + ", ".join(f"{g}: {v['wet_rmse_model_scale']:.3g}" for g, v in e["tried"].items()))
+    cov = (meta.get("uncertainty") or {}).get("coverage_cv")
+    if cov:
+        lines.append("coverage   CV +-1u {:.0%}, +-2u {:.0%}; terciles ".format(cov["one_sigma"], cov["two_sigma"])
+                     + ", ".join(f"{t['one_sigma']:.0%}/{t['two_sigma']:.0%}" for t in cov["terciles"]))
+    return lines
+
+
+def _check_counts(args: argparse.Namespace, n: int, bands: int) -> None:
+    """Folds and component counts that can be fitted on `n` samples of `bands` bands, said in the user's terms."""
+    if not 2 <= args.folds <= n:
+        raise _fail(f"--folds {args.folds}: expected 2 to {n} folds for {n} samples")
+    most = max(1, min(n - n // args.folds - 1, bands))     # components a CV training fold can hold
+    if not 1 <= args.max_components <= 100:
+        raise _fail(f"--max-components {args.max_components}: expected 1 to 100")
+    if args.components is not None and not 1 <= args.components <= most:
+        raise _fail(f"--components {args.components}: expected 1 to {most} for {n} samples in {args.folds} folds "
+                    f"and {bands} bands")
+    if args.epo_components is not None and not 1 <= args.epo_components <= 50:
+        raise _fail(f"--epo-components {args.epo_components}: expected 1 to 50")
 
 
 def _grid(text: str):
@@ -294,6 +347,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     import numpy as np
 
     from calibration.metrics import figures_of_merit
+    from calibration.uncertainty import coverage
     from humus.records import QualityFlag
 
     model = _load_model(args.model)
@@ -309,23 +363,48 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if missing:
         raise _fail(f"{ds.path}: {len(missing)} spectra could not be predicted ({missing[0].flag_test}); "
                     f"the data must cover the model's {model.grid[0]:g}-{model.grid[-1]:g} nm")
+    obs = y[ok]
     values = np.array([p.value for p in preds])
-    fm = figures_of_merit(y[ok], values)
-    outside = np.array([p.t2 > model.t2_limit or p.q > model.q_limit for p in preds])
-    out_of_domain = float(outside.mean())
-    inside_err = values[~outside] - y[ok][~outside]
+    unc = np.array([p.uncertainty for p in preds])
+    fm = figures_of_merit(obs, values)
+    lo, hi = model.meta["training"]["y_min"], model.meta["training"]["y_max"]
+    checks = {
+        "applicability_domain": np.array([p.t2 > model.t2_limit or p.q > model.q_limit for p in preds]),
+        "moisture": np.array([p.moisture is not None and model.moisture is not None
+                              and p.moisture > model.moisture.limit for p in preds]),
+        "prediction_negative": (values < 0) & (lo >= 0),
+        "calibration_range": (values < lo - 0.1 * (hi - lo)) | (values > hi + 0.1 * (hi - lo)),
+    }
+    flagged = np.array([p.flag is not QualityFlag.PASS for p in preds])
+
+    def rmse(mask):
+        return float(np.sqrt(np.mean((values[mask] - obs[mask]) ** 2))) if mask.any() else None
+
     result = {"model": model.id, "version": model.version, "target": target, **fm,
-              "out_of_domain_fraction": out_of_domain,
-              "n_in_domain": int((~outside).sum()),
-              "rmse_in_domain": float(np.sqrt(np.mean(inside_err**2))) if inside_err.size else None,
-              "mean_uncertainty": float(np.mean([p.uncertainty for p in preds]))}
+              "coverage": coverage(obs, values, unc),
+              "coverage_cv": (model.meta.get("uncertainty") or {}).get("coverage_cv"),
+              "flagged": {name: int(mask.sum()) for name, mask in checks.items()},
+              "n_flagged": int(flagged.sum()), "n_in_domain": int((~flagged).sum()),
+              "out_of_domain_fraction": float(flagged.mean()),
+              "rmse_in_domain": rmse(~flagged), "rmse_out_of_domain": rmse(flagged),
+              "mean_uncertainty": float(np.mean(unc))}
     if args.format == "json":
         print(json.dumps(result, indent=1))
-    else:
-        print(f"{model.id} v{model.version} on {ds.path.name} ({target}): n={fm['n']} RMSE={fm['rmse']:.4g} "
-              f"R2={fm['r2']:.3f} bias={fm['bias']:+.3g} RPD={fm['rpd']:.2f} RPIQ={fm['rpiq']:.2f} "
-              f"out_of_domain={out_of_domain:.1%} (RMSE in domain "
-              f"{'-' if result['rmse_in_domain'] is None else format(result['rmse_in_domain'], '.4g')})")
+        return 0
+    cov = result["coverage"]
+
+    def fmt(v):
+        return "-" if v is None else format(v, ".4g")
+
+    print(f"{model.id} v{model.version} on {ds.path.name} ({target}): n={fm['n']} RMSE={fm['rmse']:.4g} "
+          f"R2={fm['r2']:.3f} bias={fm['bias']:+.3g} RPD={fm['rpd']:.2f} RPIQ={fm['rpiq']:.2f}")
+    print(f"  coverage   +-1u {cov['one_sigma']:.0%}, +-2u {cov['two_sigma']:.0%} (nominal 68%, 95%); by tercile "
+          + ", ".join(f"{t['range'][0]:g}-{t['range'][1]:g}: {t['one_sigma']:.0%}/{t['two_sigma']:.0%}"
+                      for t in cov["terciles"]) + f"; mean u {result['mean_uncertainty']:.3g}")
+    print(f"  flagged    {result['n_flagged']} of {fm['n']} ({result['out_of_domain_fraction']:.1%}): "
+          + ", ".join(f"{k} {v}" for k, v in result["flagged"].items())
+          + f"; RMSE in domain {fmt(result['rmse_in_domain'])} (n={result['n_in_domain']}), "
+            f"outside {fmt(result['rmse_out_of_domain'])}")
     return 0
 
 
@@ -355,6 +434,11 @@ def run_show(args: argparse.Namespace) -> int:
         f"domain     T2 limit {meta['domain']['t2_limit']:.4g}, Q limit {meta['domain']['q_limit']:.4g} "
         f"(level {meta['domain']['level']})",
     ]
+    moist = meta.get("moisture")
+    if moist:
+        lines.append("moisture   " + (f"{moist['check']}, limit {moist['limit']:.4g} ({moist['basis']})"
+                                      if moist.get("check") else f"no check: {moist.get('reason')}"))
+    lines += _choices(meta)
     print("\n".join(lines))
     return 0
 

@@ -7,8 +7,8 @@ import argparse
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("check-config", help="validate a configuration file and exit (status 2 if invalid)",
-                       description="Validate a gateway (has [gateway]) or observatory (has [ingest]) "
-                                   "configuration. Prints one line; exit status 0 if valid, 2 if not.")
+                       description="Validate a gateway (has [gateway]) or observatory (has [ingest] and/or "
+                                   "[alerts]) configuration. Prints one line; exit status 0 if valid, 2 if not.")
     p.add_argument("file", help="TOML configuration file")
     p.set_defaults(func=run)
 
@@ -27,6 +27,13 @@ def run(args: argparse.Namespace) -> int:
 
         ocfg = load_observatory_config(args.file)
         print(f"{args.file}: ok, ingest into {ocfg.ingest.store.split(':', 1)[0]} store")
-    else:
-        raise ConfigError(args.file, "", "a [gateway] table (collector) or an [ingest] table (observatory)")
+    if "alerts" in data:
+        from observatory.alerts.config import load_alerts_config
+
+        acfg = load_alerts_config(args.file)
+        print(f"{args.file}: ok, alerts on the {acfg.store.split(':', 1)[0]} store, notifying via "
+              + ("Alertmanager" if acfg.alerts.alertmanager.url else "the built-in notifier"))
+    elif "gateway" not in data and "ingest" not in data:
+        raise ConfigError(args.file, "", "a [gateway] table (collector), or an [ingest] or [alerts] table "
+                                         "(observatory)")
     return 0

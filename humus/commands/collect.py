@@ -24,6 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import logging
+    import os
     import signal
     import threading
     import time
@@ -36,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from humus.config import ConfigError
 
     log = logging.getLogger("collector")
+    os.umask(os.umask(0o027) | 0o027)              # spool and state files 0640 at most, whatever started us
     cfg = load_gateway_config(args.config)          # ConfigError -> exit 2 with one line (humus.cli)
     collector = Collector(cfg)
     try:

@@ -16,12 +16,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
+
     from humus.cli import CommandError
     from observatory.config import load_observatory_config
     from observatory.ingest import run_daemon
     from observatory.store import StoreError
 
     cfg = load_observatory_config(args.config)
+    os.umask(os.umask(0o027) | 0o027)   # archive, state and dead letters 0640 at most, whatever started us
     try:
         return run_daemon(cfg)
     except StoreError as e:

@@ -4,6 +4,7 @@
     humus probe scan /dev/ttyUSB0
 
     humus probe address /dev/ttyUSB0 0 3
+    humus probe list [--udev]
 
 `read` prints one reading with its status and exits 0 only if the status is
 ok; `scan` lists each SDI-12 address that answers, with its identification;
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from typing import Any
 
@@ -43,6 +45,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     a.add_argument("old", help="the sensor's address now ('?' to ask the only sensor on the bus)")
     a.add_argument("new", help="the address to give it (0-9, a-z, A-Z)")
     a.set_defaults(func=run_address)
+    ls = psub.add_parser("list", help="list attached serial adapters with the usb:VID:PID:SERIAL names to configure")
+    ls.add_argument("--udev", action="store_true",
+                    help="print udev rules giving each USB adapter a stable /dev/humus/... link instead")
+    ls.set_defaults(func=run_list)
     p.set_defaults(func=lambda args: _usage(p))
 
 
@@ -146,13 +152,25 @@ def run_scan(args: argparse.Namespace) -> int:
         raise CommandError(f"--timeout {args.timeout}: expected 0 to 10 seconds", 2)
     transport = SerialTransport(args.port, SETTINGS)
     started = time.monotonic()
+    tty = sys.stderr.isatty()
+
+    def progress(address: str) -> None:
+        if tty:
+            print(f"\r  address {address} ({addresses.index(address) + 1}/{len(addresses)}, "
+                  f"{time.monotonic() - started:.0f} s)  ", end="", file=sys.stderr, flush=True)
+
     try:
         transport.ensure_open()
-        found = scan_bus(transport, addresses, timeout_s=args.timeout)
+        # A full scan takes half a minute: say so, and on a terminal show where it is.
+        print(f"scanning {len(addresses)} address(es) on {args.port}, up to {2 * args.timeout:g} s each "
+              f"(about {len(addresses) * 2 * args.timeout:.0f} s at most)...", file=sys.stderr, flush=True)
+        found = scan_bus(transport, addresses, timeout_s=args.timeout, progress=progress)
     except TransportError as e:
         raise CommandError(str(e)) from None
     finally:
         transport.close()
+        if tty:
+            print("\r" + " " * 40 + "\r", end="", file=sys.stderr, flush=True)
     for sensor in found:
         print(sensor)
     elapsed = time.monotonic() - started
@@ -194,4 +212,27 @@ def run_address(args: argparse.Namespace) -> int:
     finally:
         transport.close()
     print(f"{old} -> {args.new}  {ident}")
+    return 0
+
+
+def run_list(args: argparse.Namespace) -> int:
+    """Attached adapters and the names that find them again after a replug (firmware_bridge.adapters)."""
+    from firmware_bridge.adapters import ambiguous, attached, udev_rule
+
+    adapters = attached()
+    shared = ambiguous(adapters)
+    if args.udev:
+        print("# udev rules for the adapters attached now: /etc/udev/rules.d/99-humus-probes.rules")
+        for a in adapters:
+            if a.vid is not None:
+                note = "  # AMBIGUOUS: another adapter has the same ids" if a.name in shared else ""
+                print(f"# {a.device} {a.description}{note}\n{udev_rule(a)}")
+        return 0
+    for a in adapters:
+        print(f"{a.name:<32} {a.device:<14} {a.description}")
+        if a.by_id:
+            print(f"{'':<32} {a.by_id}")
+        if a.name in shared:
+            print(f"{'':<32} several adapters answer to {a.name}: name this one by its /dev/serial/by-path/ link")
+    print(f"{len(adapters)} serial adapter(s) attached; put the first column in a probe's port = \"...\"")
     return 0

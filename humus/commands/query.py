@@ -13,10 +13,24 @@ import itertools
 import json
 import math
 import re
+import sqlite3
 import sys
 from typing import Iterable, Iterator, TextIO
 
 DEFAULT_TABLE_LIMIT = 1000
+MAX_LIMIT = 10**9
+
+
+def _limit(text: str) -> int:
+    """--limit: a whole number 1 to MAX_LIMIT (argparse shows the message as 'argument --limit: ...')."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number of at most {MAX_LIMIT}, "
+                                         f"got {text[:40]!r}") from None
+    if not 1 <= n <= MAX_LIMIT:
+        raise argparse.ArgumentTypeError(f"expected a positive number of at most {MAX_LIMIT}, got {text[:40]!r}")
+    return n
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -37,7 +51,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--until", metavar="T", help="before this time (exclusive)")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table",
                    help="table (spectra summarised), csv or json (spectra in full); default table")
-    p.add_argument("--limit", type=int, metavar="N",
+    p.add_argument("--limit", type=_limit, metavar="N",
                    help=f"at most N observations (table default {DEFAULT_TABLE_LIMIT}; csv/json: all)")
     # Let "--since -1h" through: argparse takes any argument starting with "-"
     # for an option unless it looks like a negative number to this matcher.
@@ -46,13 +60,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from humus.cli import EXIT_USAGE, CommandError
+    from humus.cli import EXIT_FAILURE, EXIT_USAGE, CommandError
     from observatory import query
     from observatory.store import StoreError, StoreUnavailable
     from observatory.stores import open_store
 
-    if args.limit is not None and args.limit < 1:
-        raise CommandError(f"--limit {args.limit}: expected a positive number", EXIT_USAGE)
     limit = args.limit
     if limit is None and args.format == "table":
         limit = DEFAULT_TABLE_LIMIT
@@ -74,6 +86,12 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(str(e)) from None
     except StoreError as e:
         raise CommandError(str(e), EXIT_USAGE) from None
+    except (sqlite3.DatabaseError, ValueError, TypeError, KeyError, IndexError) as e:
+        # An archive file a user names is input: a dropped table or text in a value column is its fault.
+        local = args.store.split(":", 1)[0].lower() == "sqlite"
+        raise CommandError(f"{args.store}: {'archive' if local else 'store'} contents this humus cannot read "
+                           f"({type(e).__name__}: {str(e)[:120]}); is it a Humus archive, intact?",
+                           EXIT_USAGE if local else EXIT_FAILURE) from None
     finally:
         store.close()
     total = sum(len(s) for s in data)
@@ -84,8 +102,9 @@ def run(args: argparse.Namespace) -> int:
     rows = itertools.islice(_rows(data), limit)  # streamed: csv/json of millions need no row list
     {"table": write_table, "csv": write_csv, "json": write_json}[args.format](rows, sys.stdout)
     if more:
-        print(f"humus query: showing the first {limit} observations; use --limit N or --format csv for more",
-              file=sys.stderr)
+        hint = (f"raise --limit (now {limit}) for more" if args.limit is not None else
+                f"a table shows {limit} by default: add --limit N, or --format csv or json for all of them")
+        print(f"humus query: showing the first {limit} observations; {hint}", file=sys.stderr)
     return 0
 
 

@@ -56,7 +56,10 @@ def open_store(url: str, create: bool = True) -> Store:
 def influx_target(url: str):
     from observatory.stores.influx import InfluxTarget
 
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as e:
+        raise StoreError(f"store URL {url!r} is malformed ({e}); expected SCHEME://HOST:PORT/DATABASE") from None
     api, http_scheme = INFLUX_SCHEMES[parts.scheme.lower()]
     if parts.username or parts.password:
         raise StoreError(f"store URL for {parts.hostname} carries credentials; put them in HUMUS_INFLUX_TOKEN "
@@ -87,6 +90,8 @@ def influx_target(url: str):
         retries = int(params.get("retries", 3))
     except ValueError:
         raise StoreError(f"store URL {url!r}: timeout must be seconds and retries an integer") from None
+    if not 0.1 <= timeout <= 3600 or not 0 <= retries <= 100:   # also refuses nan
+        raise StoreError(f"store URL {url!r}: expected timeout 0.1 to 3600 seconds and retries 0 to 100")
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     return InfluxTarget(
         base_url=f"{http_scheme}://{host}:{port}", database=database, api=api, rp=params.get("rp") or None,
@@ -98,11 +103,15 @@ def influx_target(url: str):
 def _credentials(path: str | None) -> dict[str, str]:
     if not path:
         return {}
+    from humus.file_checks import FileProblem, read_regular
+
     p = Path(path).expanduser()
     try:
-        doc = tomllib.loads(p.read_text())
-    except OSError as e:
-        raise StoreError(f"credentials file {p}: cannot read it ({e.strerror})") from None
+        doc = tomllib.loads(read_regular(p, 65536).decode("utf-8"))   # never a FIFO or /dev/zero
+    except FileProblem as e:
+        raise StoreError(f"credentials file {p}: cannot read it ({e.reason})") from None
+    except UnicodeDecodeError:
+        raise StoreError(f"credentials file {p}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as e:
         raise StoreError(f"credentials file {p}: not TOML ({e}); expected token = \"...\" or user/password") from None
     unknown = set(doc) - {"token", "user", "password"}

@@ -5,8 +5,9 @@ Point layout: observatory.stores.lineprotocol. URLs and credentials: docs/stores
 
 Errors: a refused connection, a timeout or a 5xx answer raise StoreUnavailable
 (after a few retries with exponential back-off: the ingest worker retries the
-whole batch later, and the store is idempotent); a 4xx answer (bad data,
-unknown database, bad credentials) raises StoreError with the server's message.
+whole batch later, and the store is idempotent); a 400 or 422 answer (bad
+data) raises StoreRejected, other 4xx answers (unknown database, bad
+credentials) StoreError, each with the server's message.
 A write split into several requests that fails half way has stored a part;
 writing the batch again is harmless.
 """
@@ -17,22 +18,28 @@ import base64
 import json
 import logging
 import queue
+import re
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import urllib3
 
+from humus.obsrows import ObservationRows
 from humus.records import Observation, Source
-from observatory.store import Selection, SeriesData, StoreError, StoreUnavailable, observations_of, series_sort_key
+from observatory.store import (Selection, SeriesData, StoreError, StoreRejected, StoreUnavailable, observations_of,
+                               series_sort_key)
 from observatory.stores import lineprotocol as lp
 
 log = logging.getLogger(__name__)
 
 LINES_PER_REQUEST = 5000
 """InfluxDB's recommended write batch size (docs: "Optimize writes", 5,000 lines)."""
+PARALLEL_REQUESTS = 4
+"""Requests of one write sent side by side (measured: bench/ingest.py, docs/ingest.md)."""
 MAX_BODY_BYTES = 4 * 1024 * 1024
 """Well under InfluxDB 1.x's default max-body-size (25 MB)."""
 QUERY_CHUNK_ROWS = 10_000
@@ -72,7 +79,7 @@ class _Http:
         self.t = target
         self.pool = urllib3.PoolManager(
             retries=False, timeout=urllib3.Timeout(connect=5.0, read=target.timeout_s),
-            cert_reqs="CERT_REQUIRED" if target.verify_tls else "CERT_NONE", maxsize=2)
+            cert_reqs="CERT_REQUIRED" if target.verify_tls else "CERT_NONE", maxsize=PARALLEL_REQUESTS)
         self.headers = {}
         if target.token:
             self.headers["Authorization"] = f"Token {target.token}"
@@ -98,8 +105,16 @@ class _Http:
         self.pool.clear()
 
 
+DATA_REFUSALS = frozenset({400, 422})
+"""Answers that blame the data: 400 (a line that does not parse, a field type conflict, a partial
+write; InfluxDB 1.x "Write HTTP endpoint" and 2.x "/api/v2/write" references) and 422 (2.x:
+unprocessable, e.g. points outside the retention period). 401, 403, 404 (credentials, unknown
+database or bucket) and 413 (the server's body limit) blame the store's set-up instead."""
+
+
 def with_retries(once: Callable, what: str, where: str, attempts: int):
-    """Call `once()` up to `attempts` times with back-off 0.2, 0.8, 3.2 s... on outages; map errors."""
+    """Call `once()` up to `attempts` times with back-off 0.2, 0.8, 3.2 s... on outages; map errors:
+    StoreRejected for DATA_REFUSALS, StoreError for other 4xx, StoreUnavailable once outages persist."""
     delay = 0.2
     for attempt in range(max(1, attempts)):
         last_try = attempt + 1 >= max(1, attempts)
@@ -114,6 +129,8 @@ def with_retries(once: Callable, what: str, where: str, attempts: int):
             if status is None or status < 400:
                 return r
             text = _error_text(r.data)
+            if status in DATA_REFUSALS:
+                raise StoreRejected(f"{what}: InfluxDB at {where} refused the data ({status}): {text}")
             if status < 500 and status != 429:
                 raise StoreError(f"{what}: InfluxDB at {where} refused it ({status}): {text}")
             if last_try:
@@ -131,7 +148,11 @@ def _quote_str(v: str) -> str:
     return "'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def influxql_select(sel: Selection, measurements: Sequence[str] = (lp.SCALAR, lp.SPECTRUM)) -> str:
+MEASUREMENTS = (lp.SCALAR, lp.SPECTRUM, lp.LEGACY_SCALAR, lp.LEGACY_SPECTRUM)
+"""Read both point layouts: an archive written before schema 2 answers until it is migrated."""
+
+
+def influxql_select(sel: Selection, measurements: Sequence[str] = MEASUREMENTS) -> str:
     """The InfluxQL statement for a selection: tags in WHERE, one result series per series key.
 
     Integer time literals in InfluxQL are nanoseconds since the epoch
@@ -162,8 +183,8 @@ def influxql_select(sel: Selection, measurements: Sequence[str] = (lp.SCALAR, lp
 def parse_results(lines: Iterable[bytes], what: str, convert: Callable | None = None) -> dict[tuple, dict]:
     """Merge a (chunked) /query JSON answer into {(measurement, tags): {"columns", "values" or "pieces"}}.
 
-    With `convert(name, columns, rows)`, each chunk's rows are converted at
-    once and only the result kept ("pieces"): holding millions of row lists
+    With `convert(name, tags, columns, rows)`, each chunk's rows are converted
+    at once and only the result kept ("pieces"): holding millions of row lists
     until the end costs memory and garbage-collector passes that grow with them.
     """
     out: dict[tuple, dict] = {}
@@ -177,13 +198,14 @@ def parse_results(lines: Iterable[bytes], what: str, convert: Callable | None = 
             if "error" in result:
                 raise StoreError(f"{what}: {result['error']}")
             for s in result.get("series", ()):
-                key = (s["name"], tuple(sorted((s.get("tags") or {}).items())))
+                tags = s.get("tags") or {}
+                key = (s["name"], tuple(sorted(tags.items())))
                 rows = s.get("values") or []
                 entry = out.setdefault(key, {"columns": s["columns"], "values": [], "pieces": []})
                 if convert is None:
                     entry["values"].extend(rows)
                 elif rows:
-                    entry["pieces"].append(convert(s["name"], s["columns"], rows))
+                    entry["pieces"].append(convert(s["name"], tags, s["columns"], rows))
     return out
 
 
@@ -200,30 +222,106 @@ def _text_column(col: Sequence) -> np.ndarray:
     return np.array([canon[v] for v in col], dtype=object)
 
 
-def _piece(name: str, columns: list[str], rows: list[list]) -> dict:
-    """One chunk of one series as numpy columns (spectra decoded)."""
+def _piece(name: str, tags: dict, columns: list[str], rows: list[list]) -> dict:
+    """One chunk of one InfluxDB series as numpy columns (spectra decoded), either point layout."""
     by = dict(zip(columns, zip(*rows)))
     n = len(rows)
     none = (None,) * n
+    legacy = name in (lp.LEGACY_SCALAR, lp.LEGACY_SPECTRUM)
     unc = np.array(by.get("uncertainty", none), dtype=np.float64)
-    unc[unc < 0] = np.nan
     flag = by.get("flag", none)
     piece = {"time_ns": np.array(by["time"], dtype=np.int64), "uncertainty": unc,
              "flag": np.array(flag, dtype=np.float64) if None in flag else np.array(flag, dtype=np.uint8)}
-    for c in _TEXT:
-        piece[c] = _text_column(by.get(c, none))
-    if name == lp.SPECTRUM:
+    if legacy:
+        unc[unc < 0] = np.nan  # layout 1 wrote -1 for "no uncertainty"
+        for c in ("unit", "flag_test", "model_id", "model_version"):
+            piece[c] = _text_column(by.get(c, none))
+        absent = None
+    else:
+        for c in ("unit", "model_id", "model_version"):
+            piece[c] = np.full(n, tags.get(c) or None, dtype=object)
+        qc = np.array(by.get("qc", none), dtype=np.float64)
+        qc = np.where(np.isnan(qc), 0, qc).astype(np.int64)
+        absent = qc & 3
+        unc[(absent & lp.ABSENT_UNCERTAINTY) != 0] = np.nan
+        piece["flag_test"] = _test_names(qc >> 2, by.get("flag_test", none))
+    if name in (lp.SPECTRUM, lp.LEGACY_SPECTRUM):
         chunk_cols = [c for c in columns if c == "values" or c.startswith("values_")]
-        piece["spectra"] = [lp.unpack_floats(lp.join_chunks(dict(zip(chunk_cols, parts)), "values"))
-                            for parts in zip(*(by[c] for c in chunk_cols))]
+        bands = by.get("n_bands", none)
+        piece["spectra"] = [
+            lp.unpack_floats(lp.join_chunks(dict(zip(chunk_cols, parts)), "values",
+                                            None if nb is None else lp.chunks_for(nb)))
+            for parts, nb in zip(zip(*(by[c] for c in chunk_cols)), bands)]
         piece["axis"] = list(by.get("axis", none))
         piece["value"] = np.full(n, np.nan)
     else:
         value = np.array(by.get("value", none), dtype=np.float64)
-        if "missing" in by:
+        if legacy and "missing" in by:
             value[np.array([m is True for m in by["missing"]], dtype=bool)] = np.nan
+        elif absent is not None:
+            value[(absent & lp.ABSENT_VALUE) != 0] = np.nan
         piece["value"] = value
     return piece
+
+
+def _test_names(codes: np.ndarray, named: Sequence) -> np.ndarray:
+    """flag_test of layout 2 from the codes in qc (and the string field where the code says so)."""
+    distinct = np.unique(codes)
+    if len(distinct) == 1 and distinct[0] != lp.TEST_NAMED:
+        return np.full(len(codes), lp.TEST_NAMES.get(int(distinct[0])), dtype=object)
+    names = np.empty(len(codes), dtype=object)
+    for code in distinct:
+        at = codes == code
+        names[at] = lp.TEST_NAMES.get(int(code))
+    at = np.flatnonzero(codes == lp.TEST_NAMED)
+    names[at] = [named[i] or None for i in at]
+    return names
+
+
+_VERSION_PARTS = re.compile(r"\d+|\D+")
+
+
+def version_order(version: str | None) -> tuple:
+    """A model version as a sort key, numbers compared as numbers: "2026.10" after "2026.9"."""
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in _VERSION_PARTS.findall(version or ""))
+
+
+def _precedence(name: str, tags: dict) -> tuple:
+    """Of the points of one series and time in several InfluxDB series, the highest wins: layout 2
+    over layout 1, then the latest model version, model id and unit (a rewrite that changed a tag)."""
+    return (name in (lp.SCALAR, lp.SPECTRUM), version_order(tags.get("model_version")),
+            tags.get("model_id") or "", tags.get("unit") or "")
+
+
+_COLUMNS = ("time_ns", "value", "uncertainty", "flag", "unit", "flag_test", "model_id", "model_version")
+
+
+def _merge(sources: list[tuple[tuple, list[dict]]]) -> list[dict]:
+    """Pieces of one series key from several InfluxDB series, as one piece in time order, one point per time."""
+    if len(sources) == 1:
+        return sources[0][1]
+    sources.sort(key=lambda x: x[0])
+    spectral = any("spectra" in p for _, pieces in sources for p in pieces)
+    cols: dict[str, list] = {c: [] for c in _COLUMNS}
+    rank, spectra, axes = [], [], []
+    for i, (_, pieces) in enumerate(sources):
+        for p in pieces:
+            n = len(p["time_ns"])
+            for c in _COLUMNS:
+                cols[c].append(p[c] if c != "flag" else p[c].astype(np.float64))
+            rank.append(np.full(n, i))
+            if spectral:
+                spectra.extend(p.get("spectra") or [None] * n)
+                axes.extend(p.get("axis") or [None] * n)
+    t = np.concatenate(cols["time_ns"])
+    r = np.concatenate(rank)
+    order = np.lexsort((-r, t))  # by time, the highest precedence first
+    keep = order[np.r_[True, t[order][1:] != t[order][:-1]]]
+    out = {c: np.concatenate(v)[keep] for c, v in cols.items()}
+    if spectral:
+        out["spectra"] = [spectra[i] for i in keep]
+        out["axis"] = [axes[i] for i in keep]
+    return [out]
 
 
 class InfluxStore:
@@ -233,6 +331,7 @@ class InfluxStore:
         self.t = target
         self.http = _Http(target)
         self._writer = None
+        self._pool: ThreadPoolExecutor | None = None
         if target.api == 2:
             from influxdb_client import InfluxDBClient
             from influxdb_client.client.write_api import SYNCHRONOUS
@@ -250,16 +349,18 @@ class InfluxStore:
     # -- writing -----------------------------------------------------------
 
     def write(self, observations: Sequence[Observation]) -> None:
-        what = f"write {len(observations)} observations to {self.where}"
+        # Encoded whole before the first request: what line protocol cannot carry raises
+        # StoreRejected here, and nothing of the batch is sent (see lineprotocol).
+        self.write_lines(lp.encode(observations), f"write {len(observations)} observations to {self.where}")
+
+    def write_lines(self, lines: list[str], what: str) -> None:
+        """Send lines of line protocol (made by observatory.stores.lineprotocol) in requests of 5,000."""
         try:
-            for body in _requests(lp.encode(observations)):
-                if self._writer is None:
-                    params = {"db": self.t.database, "precision": "ns"}
-                    if self.t.rp:
-                        params["rp"] = self.t.rp
-                    self.http.request("POST", "/write", what, fields=params, body=body)
-                else:
-                    with_retries(lambda: self._write_v2(body), what, self.t.base_url, self.t.retries)
+            bodies = list(_requests(lines))
+            if len(bodies) == 1:
+                self._send(bodies[0], what)
+            else:
+                self._send_all(bodies, what)
         except StoreUnavailable:
             raise
         except StoreError as e:
@@ -267,6 +368,35 @@ class InfluxStore:
                 raise StoreError(f"{e} (create it first: CREATE DATABASE {self.t.database}, or "
                                  "'influx bucket create' on 2.x; docs/stores.md)") from None
             raise
+
+    def prepare(self, observations: Sequence[Observation]) -> None:
+        """Encode a decoded batch ahead of its write (called by the ingest worker as batches arrive)."""
+        if isinstance(observations, ObservationRows):
+            lp.prepare(observations)
+
+    def _send(self, body: bytes, what: str) -> None:
+        if self._writer is None:
+            params = {"db": self.t.database, "precision": "ns"}
+            if self.t.rp:
+                params["rp"] = self.t.rp
+            self.http.request("POST", "/write", what, fields=params, body=body)
+        else:
+            with_retries(lambda: self._write_v2(body), what, self.t.base_url, self.t.retries)
+
+    def _send_all(self, bodies: list[bytes], what: str) -> None:
+        """Requests of one write side by side: the server parses them on several cores while the
+        worker waits, instead of one after the other (docs/ingest.md, sizing). All must succeed;
+        an outage wins over a refusal in what is raised (the batch is then held, not dead-lettered)."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(PARALLEL_REQUESTS, thread_name_prefix="influx-write")
+        errors = []
+        for f in [self._pool.submit(self._send, body, what) for body in bodies]:
+            try:
+                f.result()
+            except Exception as e:  # noqa: BLE001 - sorted below
+                errors.append(e)
+        if errors:
+            raise next((e for e in errors if isinstance(e, StoreUnavailable)), errors[0])
 
     def _write_v2(self, body: bytes):
         from influxdb_client import WritePrecision
@@ -299,17 +429,19 @@ class InfluxStore:
     def columns(self, selection: Selection) -> Iterator[SeriesData]:
         what = f"query {self.where}"
         found = parse_results(self.raw_query(influxql_select(selection), what), what, convert=_piece)
-        items = []
+        by_key: dict[tuple, list[tuple[tuple, list[dict]]]] = {}
         for (name, tags), data in found.items():
             t = dict(tags)
-            depth = float(t["depth_cm"]) if t.get("depth_cm") else None
             try:
+                depth = float(t["depth_cm"]) if t.get("depth_cm") else None
                 key = (t["site"], t["gateway"], t["probe"], depth, t["quantity"], Source(t["source"]))
             except (KeyError, ValueError):
                 log.warning("%s: skipping series %s %s without Humus tags", what, name, t)
                 continue
             if data["pieces"]:
-                items.append((series_sort_key(key[:5] + (key[5].value,)), key, data["pieces"]))
+                by_key.setdefault(key, []).append((_precedence(name, t), data["pieces"]))
+        items = [(series_sort_key(key[:5] + (key[5].value,)), key, _merge(sources))
+                 for key, sources in by_key.items()]
         items.sort(key=lambda x: x[0])
         series = [self._to_series(key, pieces) for _, key, pieces in items]
         self._attach_axes(series, what)
@@ -333,13 +465,14 @@ class InfluxStore:
         s = SeriesData(*key, time_ns=cat("time_ns"), value=cat("value"), uncertainty=cat("uncertainty"), flag=flag,
                        unit=cat("unit"), flag_test=cat("flag_test"), model_id=cat("model_id"),
                        model_version=cat("model_version"))
-        if "spectra" in pieces[0]:
-            s.spectra = [x for p in pieces for x in p["spectra"]]
-            s.wavelengths = [x for p in pieces for x in p["axis"]]  # digests until _attach_axes
+        if any("spectra" in p for p in pieces):
+            s.spectra = [x for p in pieces for x in p.get("spectra") or [None] * len(p["time_ns"])]
+            s.wavelengths = [x for p in pieces  # digests until _attach_axes
+                             for x in p.get("axis") or [None] * len(p["time_ns"])]
         return s
 
     def _attach_axes(self, series: list[SeriesData], what: str) -> None:
-        digests = {d for s in series if s.spectra is not None for d in s.wavelengths}
+        digests = {d for s in series if s.spectra is not None for d in s.wavelengths if d is not None}
         if not digests:
             return
         q = (f"SELECT * FROM {_quote_ident(lp.AXIS)} WHERE "
@@ -355,13 +488,15 @@ class InfluxStore:
             raise StoreError(f"{what}: wavelength axis {sorted(missing)[0][:12]}... of stored spectra not found")
         for s in series:
             if s.spectra is not None:
-                s.wavelengths = [axes[d] for d in s.wavelengths]
+                s.wavelengths = [None if d is None else axes[d] for d in s.wavelengths]
 
     def query(self, selection: Selection) -> Iterable[Observation]:
         for data in self.columns(selection):
             yield from observations_of(data)
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
         self.http.close()
         if self._writer is not None:
             self._writer.close()
@@ -441,16 +576,21 @@ def _lines(pieces: Iterable[bytes]) -> Iterator[bytes]:
 
 def _requests(lines: list[str]) -> Iterator[bytes]:
     """Request bodies of at most LINES_PER_REQUEST lines and about MAX_BODY_BYTES (spectra are long lines)."""
-    batch: list[str] = []
-    size = 0
-    for line in lines:
-        if batch and (len(batch) >= LINES_PER_REQUEST or size + len(line) > MAX_BODY_BYTES):
+    for i in range(0, len(lines), LINES_PER_REQUEST):
+        chunk = lines[i:i + LINES_PER_REQUEST]
+        if sum(map(len, chunk)) + len(chunk) <= MAX_BODY_BYTES:  # the common case: short scalar lines
+            yield ("\n".join(chunk) + "\n").encode()
+            continue
+        batch: list[str] = []
+        size = 0
+        for line in chunk:
+            if batch and size + len(line) > MAX_BODY_BYTES:
+                yield ("\n".join(batch) + "\n").encode()
+                batch, size = [], 0
+            batch.append(line)
+            size += len(line) + 1
+        if batch:
             yield ("\n".join(batch) + "\n").encode()
-            batch, size = [], 0
-        batch.append(line)
-        size += len(line) + 1
-    if batch:
-        yield ("\n".join(batch) + "\n").encode()
 
 
 class _Answer:

@@ -19,6 +19,11 @@ Durability: WAL with synchronous=FULL, one transaction per `write()`, so
 what `write()` returned survives a power cut, at one fsync per batch.
 Several processes may write the same file: BEGIN IMMEDIATE, a busy timeout
 and bounded retries (observatory.deadletter.run_write).
+
+Errors of a write: the data's fault (a lone surrogate in a string, an
+integer past 64 bits, a constraint) raises StoreRejected; a lock held too
+long or a full disk, StoreUnavailable; the file's fault (read-only, not a
+database), StoreError.
 """
 
 from __future__ import annotations
@@ -31,9 +36,11 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from humus.obsrows import groups
 from humus.records import Observation, Source
 from observatory.deadletter import BUSY_TIMEOUT_S, connect, run_write
-from observatory.store import Selection, SeriesData, StoreError, observations_of, series_sort_key
+from observatory.store import (Selection, SeriesData, StoreError, StoreRejected, observations_of,
+                               series_sort_key)
 
 SCHEMA_VERSION = 1
 
@@ -64,7 +71,16 @@ _SCHEMA = (
 )
 
 _COLUMNS = "time_ns, value, uncertainty, flag, label_id, spectrum, axis_id"
+
+_DATA_ERRORS = (UnicodeError, OverflowError, TypeError, ValueError, sqlite3.IntegrityError, sqlite3.DataError,
+                sqlite3.InterfaceError, sqlite3.ProgrammingError)
+"""Errors that this data causes and would cause again (a lone surrogate, an integer past 64 bits, a type
+SQLite cannot bind, a constraint): the write is refused (StoreRejected), not retried as an outage.
+sqlite3.ProgrammingError counts only for "Error binding parameter" (it also means a closed connection)."""
 _SCALAR_COLUMNS = "time_ns, value, uncertainty, flag, label_id"
+
+
+_SOURCE_TEXT = {"raw": "raw", "calibrated": "calibrated"}  # Source members hash and compare as their value
 
 
 def _depth_key(depth: float | None) -> str:
@@ -83,7 +99,7 @@ class SqliteStore:
         if not create and not self.path.is_file():
             raise StoreError(f"no archive at {self.path} (expected a SQLite file written by 'humus ingest' or 'humus demo')")
         self._con = connect(self.path, busy_timeout_s)
-        self._series: dict[tuple, int] = {}
+        self._series: dict[tuple[str, str], dict[tuple, int]] = {}  # per site/gateway
         self._axes: dict[str, int] = {}
         self._labels: dict[tuple, int] = {}
         self._spectral: set[int] = set()
@@ -118,32 +134,45 @@ class SqliteStore:
     # -- writing -----------------------------------------------------------
 
     def write(self, observations: Sequence[Observation]) -> None:
-        if observations:
-            run_write(self._con, f"{self.path}: write {len(observations)} observations", self._write, observations)
+        if not observations:
+            return
+        what = f"{self.path}: write {len(observations)} observations"
+        try:
+            run_write(self._con, what, self._write, observations)
+        except BaseException as e:
+            # Ids cached during a transaction that rolled back would point nowhere.
+            self._forget_ids()
+            if isinstance(e, _DATA_ERRORS) and not (isinstance(e, sqlite3.ProgrammingError)
+                                                     and "binding" not in str(e)):
+                raise StoreRejected(f"{what}: SQLite cannot store this data ({type(e).__name__}: "
+                                    f"{str(e)[:200]}); expected UTF-8 text and 64-bit integers") from None
+            raise
 
-    def _series_id(self, con: sqlite3.Connection, obs: Observation) -> int:
-        key = obs.series_key
-        sid = self._series.get(key)
-        if sid is None:
-            row = (obs.site, obs.gateway, obs.probe, _depth_key(obs.depth_cm), obs.depth_cm, obs.quantity, obs.source.value)
-            con.execute("INSERT OR IGNORE INTO series(site, gateway, probe, depth_key, depth_cm, quantity, source) "
-                        "VALUES (?,?,?,?,?,?,?)", row)
-            sid = con.execute("SELECT id FROM series WHERE site=? AND gateway=? AND probe=? AND depth_key=? "
-                              "AND quantity=? AND source=?", row[:4] + row[5:]).fetchone()[0]
-            self._series[key] = sid
+    def _forget_ids(self) -> None:
+        self._series.clear()
+        self._axes.clear()
+        self._labels.clear()
+        self._spectral.clear()
+
+    def _series_id(self, con: sqlite3.Connection, site: str, gateway: str, r, cache: dict, key: tuple) -> int:
+        source = _SOURCE_TEXT[r.source]
+        row = (site, gateway, r.probe, _depth_key(r.depth_cm), r.depth_cm, r.quantity, source)
+        con.execute("INSERT OR IGNORE INTO series(site, gateway, probe, depth_key, depth_cm, quantity, source) "
+                    "VALUES (?,?,?,?,?,?,?)", row)
+        sid = con.execute("SELECT id FROM series WHERE site=? AND gateway=? AND probe=? AND depth_key=? "
+                          "AND quantity=? AND source=?", row[:4] + row[5:]).fetchone()[0]
+        cache[key] = sid
         return sid
 
-    def _label_id(self, con: sqlite3.Connection, obs: Observation) -> int:
-        key = (obs.unit, obs.flag_test or "", obs.model_id or "", obs.model_version or "")
-        lid = self._labels.get(key)
-        if lid is None:
-            con.execute("INSERT OR IGNORE INTO label(unit, flag_test, model_id, model_version) VALUES (?,?,?,?)", key)
-            lid = con.execute("SELECT id FROM label WHERE unit=? AND flag_test=? AND model_id=? AND model_version=?",
-                              key).fetchone()[0]
-            self._labels[key] = lid
+    def _label_id(self, con: sqlite3.Connection, key: tuple) -> int:
+        row = (key[0], key[1] or "", key[2] or "", key[3] or "")
+        con.execute("INSERT OR IGNORE INTO label(unit, flag_test, model_id, model_version) VALUES (?,?,?,?)", row)
+        lid = con.execute("SELECT id FROM label WHERE unit=? AND flag_test=? AND model_id=? AND model_version=?",
+                          row).fetchone()[0]
+        self._labels[key] = lid
         return lid
 
-    def _axis_id(self, con: sqlite3.Connection, wavelengths: tuple[float, ...]) -> int:
+    def _axis_id(self, con: sqlite3.Connection, wavelengths: Sequence[float]) -> int:
         blob = np.asarray(wavelengths, dtype="<f8").tobytes()
         digest = _axis_hash(blob)
         aid = self._axes.get(digest)
@@ -154,28 +183,35 @@ class SqliteStore:
         return aid
 
     def _write(self, con: sqlite3.Connection, observations: Sequence[Observation]) -> None:
+        # Rows as decoded (humus.obsrows) or Observations: the same attribute names.
         rows = []
-        try:
-            for o in observations:
-                if isinstance(o.value, tuple):
-                    value, spectrum = None, np.asarray(o.value, dtype="<f8").tobytes()
-                    axis = self._axis_id(con, o.wavelengths_nm)
-                    sid = self._series_id(con, o)
+        add = rows.append
+        labels = self._labels
+        for site, gateway, items in groups(observations):
+            series = self._series.get((site, gateway))
+            if series is None:
+                series = self._series[(site, gateway)] = {}
+            for r in items:
+                key = (r.probe, r.depth_cm, r.quantity, r.source)
+                sid = series.get(key) or self._series_id(con, site, gateway, r, series, key)
+                lkey = (r.unit, r.flag_test, r.model_id, r.model_version)
+                lid = labels.get(lkey) or self._label_id(con, lkey)
+                v = r.value
+                spectrum = axis = None
+                if v.__class__ is float:
+                    value = v if v == v else None  # NaN: missing
+                elif v is None:
+                    value = None
+                elif isinstance(v, (tuple, list)):
+                    value, spectrum = None, np.asarray(v, dtype="<f8").tobytes()
+                    axis = self._axis_id(con, r.wavelengths_nm)
                     if sid not in self._spectral:
                         con.execute("UPDATE series SET has_spectra=1 WHERE id=?", (sid,))
                         self._spectral.add(sid)
                 else:
-                    value = None if math.isnan(o.value) else float(o.value)
-                    spectrum = axis = None
-                rows.append((self._series_id(con, o), o.time_ns, value, o.uncertainty, int(o.flag),
-                             self._label_id(con, o), spectrum, axis))
-        except BaseException:
-            # Ids cached during a transaction that rolls back would point nowhere.
-            self._series.clear()
-            self._axes.clear()
-            self._labels.clear()
-            self._spectral.clear()
-            raise
+                    value = float(v)
+                    value = None if math.isnan(value) else value
+                add((sid, r.time_ns, value, r.uncertainty, int(r.flag), lid, spectrum, axis))
         con.executemany(f"INSERT OR REPLACE INTO observation(series_id, {_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)", rows)
 
     # -- reading -----------------------------------------------------------

@@ -123,7 +123,35 @@ def test_default_fit_chooses_the_target_scale_by_cv_and_show_says_which(nirsoil_
     assert status == 0 and "target modelled as" in out
 
 
-def test_blend_without_local_is_refused_in_one_line(nirsoil_csv, tmp_path, capsys):
+def test_blend_contradicting_method_is_refused_in_one_line(nirsoil_csv, tmp_path, capsys):
     status, out, err = run(["calibrate", "fit", "--data", str(nirsoil_csv), "--target", "Ciso", "--out",
-                            str(tmp_path / "x.npz"), "--blend"], capsys)
-    assert status == 2 and "--blend needs --local" in err and len(err.strip().splitlines()) == 1
+                            str(tmp_path / "x.npz"), "--blend", "--method", "global"], capsys)
+    assert status == 2 and "--blend contradicts --method global" in err and len(err.strip().splitlines()) == 1
+
+
+def test_evaluate_reports_coverage_domain_and_rmse_inside_and_outside(nirsoil_csv, tmp_path, capsys):
+    model = tmp_path / "c.npz"
+    status, out, err = run(["calibrate", "fit", "--data", str(nirsoil_csv), "--target", "Ciso", "--out", str(model),
+                            "--max-components", "10", "--folds", "5", "--holdout", "0.25"], capsys)
+    assert status == 0, err
+    assert "components" in out and "method     global" in out and "coverage   CV +-1u" in out
+    status, out, err = run(["calibrate", "evaluate", "--model", str(model), "--data", str(nirsoil_csv),
+                            "--holdout", "0.25"], capsys)
+    assert status == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 3 and "RMSE=" in lines[0]
+    assert "+-1u" in lines[1] and "+-2u" in lines[1] and lines[1].count("%/") == 3          # three terciles
+    assert "flagged" in lines[2] and "moisture" in lines[2] and "RMSE in domain" in lines[2]
+    status, out, _ = run(["calibrate", "evaluate", "--model", str(model), "--data", str(nirsoil_csv),
+                          "--holdout", "0.25", "--format", "json"], capsys)
+    r = json.loads(out)
+    assert r["n_in_domain"] + r["n_flagged"] == r["n"] == 30
+    assert 0 <= r["coverage"]["one_sigma"] <= r["coverage"]["two_sigma"] <= 1
+    assert set(r["flagged"]) == {"applicability_domain", "moisture", "prediction_negative", "calibration_range"}
+    assert r["coverage_cv"]["n"] == 90
+
+
+def test_a_cv_minimum_at_the_ceiling_is_said_on_stderr(nirsoil_csv, tmp_path, capsys):
+    status, out, err = run(["calibrate", "fit", "--data", str(nirsoil_csv), "--target", "Ciso", "--out",
+                            str(tmp_path / "c.npz"), "--max-components", "2", "--folds", "5"], capsys)
+    assert status == 0 and "warning:" in err and "ceiling of 2 components" in err

@@ -40,8 +40,8 @@ def test_prediction_carries_uncertainty_model_id_and_version(fitted, nirsoil):
     wl, x, _ = nirsoil
     p = fitted.predict(wl, x[110])
     assert (p.model_id, p.model_version) == ("ciso-test", "3")
-    rmsecv = fitted.meta["training"]["rmsecv"]
-    assert p.uncertainty == pytest.approx(rmsecv * np.sqrt(1 + 1 / 100 + p.t2 / 99))
+    assert p.uncertainty == pytest.approx(fitted.uncertainty(p.value, p.t2, p.q, 0.0))   # calibration.uncertainty
+    assert 0 < p.uncertainty < 5 * fitted.meta["training"]["rmsecv"]
     assert p.flag in (QualityFlag.PASS, QualityFlag.SUSPECT)
 
 
@@ -50,8 +50,23 @@ def test_spectrum_far_outside_the_calibration_is_suspect(fitted, nirsoil):
     odd = x[110] + 0.3 * np.exp(-0.5 * ((wl - 1900) / 15.0) ** 2)      # an absorption band no soil here had
     p = fitted.predict(wl, odd)
     assert p.q > fitted.q_limit
-    assert p.flag is QualityFlag.SUSPECT and p.flag_test == "applicability_domain"
-    assert np.isfinite(p.value)
+    assert p.flag is not QualityFlag.PASS and np.isfinite(p.value)
+    if p.value >= 0:      # a negative carbon content is worse than out of domain: FAIL prediction_negative
+        assert p.flag is QualityFlag.SUSPECT and p.flag_test == "applicability_domain"
+
+
+def test_negative_prediction_of_a_content_fails(nirsoil):
+    wl, x, y = nirsoil
+    chain = [{"op": "savgol", "window": 11, "polyorder": 2, "deriv": 1}]     # linear: a direction can be aimed
+    m = fit_spectral_model(wl, x[:100], y[:100], model_id="lin", max_components=8, folds=5, preprocessing=chain)
+    from calibration.spectra import SavitzkyGolay
+    sg = SavitzkyGolay(11, 2, 1).matrix(wl.shape[0])
+    d = -(sg.T @ m.pls.coef)                                 # lowers the prediction fastest
+    p0 = m.predict(wl, x[100])
+    step = (p0.value + 1.0) / (-(sg @ d) @ m.pls.coef)       # to a prediction of -1 %C
+    p = m.predict(wl, x[100] + step * d)
+    assert p.value == pytest.approx(-1.0, abs=1e-6)
+    assert p.flag is QualityFlag.FAIL and p.flag_test == "prediction_negative"
 
 
 def test_reflectance_and_counts_input_give_the_same_prediction(fitted, nirsoil):

@@ -1,5 +1,7 @@
 """Moisture and EC: worked numbers from the published equations, flags instead of clipping."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -102,3 +104,29 @@ def test_ec_flags_frozen_soil_and_negative_ec():
 def test_unknown_media_is_refused():
     with pytest.raises(ValueError, match="media"):
         teros12_vwc(2500, media="peat")
+
+
+def test_topp_uncertainty_carries_the_permittivity_uncertainty():
+    # dθ/dε = 2.92e-2 - 1.1e-3 ε + 1.29e-5 ε²; at ε = 10: 0.01919; with ±1: sqrt(0.013² + 0.01919²)
+    r = topp_vwc(10.0)
+    assert r.uncertainty == pytest.approx(math.hypot(0.013, 2.92e-2 - 1.1e-2 + 1.29e-3), rel=1e-9)
+    assert topp_vwc(10.0, permittivity_uncertainty=0.0).uncertainty == pytest.approx(0.013)
+    # a numerical derivative of the equation agrees with the analytic slope
+    h = 1e-5
+    slope = (topp_vwc(10.0 + h).value - topp_vwc(10.0 - h).value) / (2 * h)
+    assert topp_vwc(10.0, permittivity_uncertainty=2.0).uncertainty == pytest.approx(math.hypot(0.013, 2 * slope))
+    # above 40 the TEROS 12 specification is 15 % of ε
+    assert topp_vwc(50.0).uncertainty > topp_vwc(30.0).uncertainty
+
+
+def test_moisture_calibration_for_another_driver_is_a_configuration_problem():
+    from calibration.applicability import check_moisture_calibration
+
+    assert check_moisture_calibration("teros12_vwc", "teros12", probe="t1") == []
+    problems = check_moisture_calibration("teros12_vwc", "modbus-soil", probe="m1")
+    assert len(problems) == 1 and "probe m1 (driver modbus-soil)" in problems[0] and "RAW counts" in problems[0]
+    ec = check_moisture_calibration("ec25", "teros12", probe="t1")
+    assert len(ec) == 1 and "second time" in ec[0]
+    assert check_moisture_calibration("ec25", "modbus-soil") == []
+    assert check_moisture_calibration("polynomial_vwc", "modbus-soil", polynomial_input="raw")
+    assert check_moisture_calibration("topp_vwc", "teros12", input_unit="counts")

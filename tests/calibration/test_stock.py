@@ -66,3 +66,71 @@ def test_equivalent_soil_mass_across_layers_by_hand():
     deep = equivalent_mass_stock(layers, 4500.0)
     assert deep.value == pytest.approx(60.0 + 5.0)
     assert deep.flag is QualityFlag.SUSPECT and deep.flag_test == "esm_extrapolated"
+
+
+def test_equivalent_soil_mass_fails_on_gaps_and_overlaps_like_cumulative_stock():
+    gap = [Layer(0, 10, 2.0, 1.3), Layer(15, 30, 2.0, 1.3)]
+    overlap = [Layer(0, 20, 2.0, 1.3), Layer(15, 30, 2.0, 1.3)]
+    not_from_surface = [Layer(5, 30, 2.0, 1.3)]
+    for layers in (gap, overlap, not_from_surface):
+        esm = equivalent_mass_stock(layers, 1000.0)
+        assert esm.flag is QualityFlag.FAIL and esm.flag_test == "layers_not_contiguous" and math.isnan(esm.value)
+
+
+def test_equivalent_soil_mass_carries_the_layer_flags():
+    esm = equivalent_mass_stock([Layer(0, 10, 2.0, 3.0), Layer(10, 30, 1.0, 1.4)], 3500.0)   # BD 3.0 g/cm³
+    assert esm.flag is QualityFlag.SUSPECT and esm.flag_test == "bulk_density_range"
+    # A flagged layer below the reference mass does not taint it.
+    deep_odd = equivalent_mass_stock([Layer(0, 10, 2.0, 1.0), Layer(10, 30, 1.0, 3.0)], 900.0)
+    assert deep_odd.flag is QualityFlag.PASS
+
+
+def test_mineral_mass_basis_by_hand_and_recorded():
+    # 0-10 cm: 1000 Mg fine soil, 3 % C, SOM 6 % measured -> 940 Mg mineral; 10-30 cm: 3000 Mg, 1 % C, SOM = 2 %.
+    layers = [Layer(0, 10, 3.0, 1.0, som_percent=6.0), Layer(10, 30, 1.0, 1.5)]
+    assert soil_mass_to_depth(layers, 30, basis="mineral") == pytest.approx(940 + 2940)
+    esm = equivalent_mass_stock(layers, 2410.0, basis="mineral")
+    # all of layer 1 (30 Mg C) + 1470 of 2940 Mg mineral of layer 2 (half of its 30 Mg C)
+    assert esm.value == pytest.approx(45.0)
+    assert (esm.basis, esm.interpolation, esm.reference_mass) == ("mineral", "linear", 2410.0)
+    assert esm.som_source == "estimated (SOM = 2 SOC) and measured"
+    assert equivalent_mass_stock(layers, 2500.0).basis == "fine_soil"
+
+
+def test_monotone_spline_matches_scipy_pchip_and_differs_from_linear_between_boundaries():
+    from scipy.interpolate import PchipInterpolator
+
+    from calibration.stock import pchip
+    mass, carbon = [0, 1000, 2300, 3600, 5000], [0, 31, 52, 63, 70]
+    for m in (150, 999, 1700, 3000, 4999):
+        assert pchip(mass, carbon, m) == pytest.approx(float(PchipInterpolator(mass, carbon)(m)), rel=1e-12)
+    layers = [Layer(0, 10, 3.1, 1.0), Layer(10, 20, 1.6, 1.3), Layer(20, 30, 0.85, 1.3), Layer(30, 40, 0.5, 1.4)]
+    lin = equivalent_mass_stock(layers, 3000.0)
+    mono = equivalent_mass_stock(layers, 3000.0, interpolation="pchip")
+    assert mono.interpolation == "pchip" and mono.flag is QualityFlag.PASS
+    assert mono.value != pytest.approx(lin.value, abs=0.05)
+    assert equivalent_mass_stock(layers, 2300.0, interpolation="pchip").value == pytest.approx(31 + 20.8)  # a knot
+
+
+@pytest.mark.parametrize("interpolation,basis", [("linear", "fine_soil"), ("pchip", "fine_soil"),
+                                                 ("linear", "mineral")])
+def test_esm_uncertainty_matches_monte_carlo_within_10_percent(interpolation, basis):
+    import numpy as np
+
+    layers = [Layer(0, 10, 2.5, 1.2, soc_uncertainty=0.15, bd_uncertainty=0.08),
+              Layer(10, 20, 2.0, 1.35, soc_uncertainty=0.12, bd_uncertainty=0.08),
+              Layer(20, 30, 1.6, 1.45, soc_uncertainty=0.10, bd_uncertainty=0.09),
+              Layer(30, 50, 1.0, 1.5, soc_uncertainty=0.08, bd_uncertainty=0.09)]
+    ref = 3900.0
+    esm = equivalent_mass_stock(layers, ref, interpolation=interpolation, basis=basis)
+    rng = np.random.default_rng(7)
+    draws = []
+    for _ in range(4000):
+        sim = [Layer(l.top_cm, l.bottom_cm, l.soc_percent + rng.normal() * l.soc_uncertainty,
+                     l.bulk_density + rng.normal() * l.bd_uncertainty) for l in layers]
+        draws.append(equivalent_mass_stock(sim, ref, interpolation=interpolation, basis=basis).value)
+    mc = float(np.std(draws, ddof=1))
+    assert esm.uncertainty == pytest.approx(mc, rel=0.10)
+    # Independent per-layer errors summed in quadrature (the old way) overstate it: BD errors partly cancel.
+    naive = math.sqrt(sum(layer_stock(l).uncertainty ** 2 for l in layers[:3]))
+    assert naive > 1.15 * mc

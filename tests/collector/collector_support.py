@@ -22,9 +22,10 @@ REPO = Path(__file__).resolve().parents[2]
 class Recorder:
     """Subscribes to everything of one gateway and keeps what arrives (thread-safe)."""
 
-    def __init__(self, port: int, topic: str = "humus/v1/#") -> None:
+    def __init__(self, port: int, topic: str = "humus/v1/#", *, receipts: bool = True) -> None:
         import paho.mqtt.client as mqtt
 
+        self.receipts = receipts
         self.messages: list[tuple[str, bytes, bool]] = []
         self.lock = threading.Lock()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"rec-{os.getpid()}-{id(self)}",
@@ -38,6 +39,13 @@ class Recorder:
     def _on_message(self, client, userdata, msg) -> None:
         with self.lock:
             self.messages.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
+        if self.receipts and msg.topic.endswith("/obs"):
+            # Acting as the centre: a batch the recorder holds is "stored" (humus.receipts).
+            from humus.receipts import encode_receipt, receipt_topic
+
+            doc = json.loads(msg.payload)
+            client.publish(receipt_topic(doc["site"], doc["gateway"]),
+                           encode_receipt(doc["site"], doc["gateway"], stored=[doc["seq"]], by="recorder"), qos=1)
 
     def batches(self) -> list[dict]:
         with self.lock:

@@ -37,7 +37,7 @@ def test_batches_carry_every_appended_observation_in_order_and_decode_with_the_w
     assert sp.form_batch(max_obs=20, max_bytes=1 << 20) is None
     d1, d2 = (decode_batch(obs_topic("s1", "gw1"), b.payload) for b in (b1, b2))
     assert (d1.seq, d2.seq) == (1, 2)
-    assert [o.time_ns for o in d1.observations + d2.observations] == [obs(i).time_ns for i in range(25)]
+    assert [o.time_ns for o in [*d1.observations, *d2.observations]] == [obs(i).time_ns for i in range(25)]
     assert d1.observations[0] == obs(0)
 
 

@@ -56,6 +56,7 @@ def test_collector_publishes_over_tls_with_username_and_password_file(tmp_path, 
     srv, d = tls_broker
     (probe,) = sim_probes(1)
     (tmp_path / "pw").write_text("s3cret\n")
+    (tmp_path / "pw").chmod(0o600)     # a password file open to others is refused
     cfg = tmp_path / "gw.toml"
     text = gateway_toml(tmp_path / "data", srv.port, [{"id": "p0", "driver": "ascii-temp", "port": str(probe.link),
                                                        "interval_s": 1}])
@@ -92,6 +93,7 @@ def test_a_wrong_password_is_logged_and_retried_without_losing_the_spool(tmp_pat
     srv, d = tls_broker
     (probe,) = sim_probes(1)
     (tmp_path / "pw").write_text("wrong\n")
+    (tmp_path / "pw").chmod(0o600)     # a password file open to others is refused
     cfg = tmp_path / "gw.toml"
     text = gateway_toml(tmp_path / "data", srv.port, [{"id": "p0", "driver": "ascii-temp", "port": str(probe.link),
                                                        "interval_s": 1}])

@@ -92,11 +92,15 @@ def test_a_fault_switch_on_the_command_line_gives_its_status(sim_process):
     assert out.returncode == 1 and "CRC_ERROR" in out.stdout
 
 
+# A link path in a directory that exists, under a name nothing else uses (a stray /tmp/x broke this once).
+FREE_LINK = f"/tmp/humus-test-sim-link-{os.getpid()}"
+
+
 @pytest.mark.parametrize("args,expected", [
-    (["--probe", "teros99", "--link", "/tmp/x"], "unknown simulator model 'teros99'; known models:"),
-    (["--probe", "teros12", "--link", "/tmp/x", "--fault", "fire"], "fault 'fire': expected one of"),
+    (["--probe", "teros99", "--link", FREE_LINK], "unknown simulator model 'teros99'; known models:"),
+    (["--probe", "teros12", "--link", FREE_LINK, "--fault", "fire"], "fault 'fire': expected one of"),
     (["--probe", "teros12", "--link", "/nonexistent-dir/x"], "does not exist"),
-    (["--probe", "teros12", "--link", "/tmp/x", "--param", "colour=1"], "unknown teros12 parameter"),
+    (["--probe", "teros12", "--link", FREE_LINK, "--param", "colour=1"], "unknown teros12 parameter"),
     (["--probe", "teros12"], "expected --list, or --probe MODEL and --link PATH"),
 ])
 def test_bad_arguments_give_one_line_and_exit_status_2(args, expected):

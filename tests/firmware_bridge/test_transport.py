@@ -191,3 +191,26 @@ def test_a_port_closed_and_opened_again_works_each_time(run_probe, transports, s
         assert t.read_until(b"\r\n", 2) == b"ok\r\n"
         t.close()
         assert t.state == "closed"
+
+
+def test_a_probe_replugged_after_a_long_absence_is_opened_at_the_next_poll(run_probe, transports):
+    # Measured before the fix: a probe away long enough to grow the back-off to 60 s stayed absent 16 s after
+    # it came back. A port whose device node was missing is reopened as soon as the node exists again.
+    probe = run_probe(Echo(b"ok\r\n"))
+    t = transports(probe.link, SETTINGS)
+    assert t.max_backoff_s <= 5.0            # any other failure is retried within a few seconds
+    t.ensure_open()
+    probe.unplug()
+    for _ in range(8):                       # a long absence: the back-off grows to its cap
+        t._retry_at = 0
+        with pytest.raises(PortAbsent):
+            t.ensure_open()
+    attempts = t.open_attempts
+    for _ in range(50):                      # still away: polls cost a stat(), not an open()
+        with pytest.raises(PortAbsent, match="next attempt"):
+            t.ensure_open()
+    assert t.open_attempts == attempts
+    probe.replug()
+    t.ensure_open()                          # at once, not after the back-off
+    t.write(b"x")
+    assert t.read_until(b"\r\n", 2) == b"ok\r\n"

@@ -60,3 +60,30 @@ def test_worst_flag_follows_qartod_precedence():
     assert F.worst(F.NOT_EVALUATED, F.PASS) is F.PASS
     assert F.worst(F.FAIL, F.MISSING, F.SUSPECT) is F.MISSING
     assert F.worst() is F.NOT_EVALUATED
+
+
+@pytest.mark.parametrize("kw, phrase", [
+    (dict(probe="teros-a\n"), "probe"),
+    (dict(quantity="vwc\n"), "quantity"),
+    (dict(unit="m3/m3\n"), "unit"),
+    (dict(flag_test="spike\x00"), "flag_test"),
+    (dict(source=Source.CALIBRATED, model_id="m\ud800"), "model_id"),
+    (dict(model_version="1\x9b"), "model_version"),
+    (dict(flag_test="x" * 129), "flag_test"),
+    (dict(depth_cm=10**400), "depth_cm"),
+    (dict(wavelengths_nm=(1400.0,)), "wavelengths_nm"),
+    (dict(revision=-1), "revision"),
+    (dict(revision=2**31), "revision"),
+    (dict(revision=True), "revision"),
+])
+def test_what_no_store_can_hold_exactly_is_refused_in_one_line(kw, phrase):
+    with pytest.raises(ValueError, match=phrase) as e:
+        obs(**kw)
+    assert "\n" not in str(e.value) and len(str(e.value)) < 300
+
+
+def test_a_revision_is_kept_and_checked_on_the_fast_path_too():
+    obs()  # the names are now known: the next ones take the fast path
+    assert obs(revision=2).revision == 2 and obs().revision == 0
+    with pytest.raises(ValueError, match="revision"):
+        obs(revision=-1)

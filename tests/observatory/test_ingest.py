@@ -461,7 +461,7 @@ def test_a_batch_the_store_refuses_is_dead_lettered_and_the_others_of_its_write_
     store.create_database()
     # InfluxDB 1.x keeps one type per field per shard (a week here): a string `flag` written
     # first makes every later integer `flag` in that week a "field type conflict" (400).
-    poison = f"humus_observation,site=farm-1 flag=\"text\" {T0}\n".encode()
+    poison = f"humus_obs,site=farm-1 flag=\"text\" {T0}\n".encode()
     req = urllib.request.Request(f"{influxdb_server.url}/write?db=conflicted&precision=ns", data=poison)
     assert urllib.request.urlopen(req, timeout=10).status == 204
     cfg = config(mosquitto.port, url, client_id="picky", state_file=str(tmp_path / "state.sqlite"),

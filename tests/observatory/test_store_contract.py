@@ -205,7 +205,7 @@ def test_influxdb_refusing_the_data_raises_store_error_with_its_message(influxdb
     url = store_new_influx_db(influxdb_server)
     store = open_store(url)
     store.http.request("POST", "/write", "seed", fields={"db": url.rsplit("/", 1)[1]},
-                       body=b'humus_observation,site=a,gateway=b,probe=c,quantity=vwc,source=raw value="text" %d\n' % T0)
+                       body=b'humus_obs,gateway=b,probe=c,quantity=vwc,site=a,source=raw value="text" %d\n' % T0)
     with pytest.raises(StoreError, match="field type conflict") as e:
         store.write([scalar()])
     assert not isinstance(e.value, StoreUnavailable)

@@ -48,14 +48,15 @@ def test_v2_write_through_influxdb_client_reaches_victoria_metrics(victoria_metr
     store.close()
     rows = export(victoria_metrics_server, site, expect=16)
     by_name = {(r["metric"]["__name__"], r["metric"]["quantity"]): r for r in rows}
-    vwc = by_name[("humus_observation_value", "vwc")]
-    assert vwc["metric"] == {"__name__": "humus_observation_value", "site": site, "gateway": "gw-1", "probe": "p1",
-                             "depth_cm": "10.0", "quantity": "vwc", "source": "raw"}
+    vwc = by_name[("humus_obs_value", "vwc")]
+    assert vwc["metric"] == {"__name__": "humus_obs_value", "site": site, "gateway": "gw-1", "probe": "p1",
+                             "depth_cm": "10", "quantity": "vwc", "source": "raw", "unit": "m3/m3"}
     assert vwc["values"] == pytest.approx([0.2 + i / 100 for i in range(20)], abs=0, rel=1e-15)
     assert vwc["timestamps"] == [now_ms + i * 1000 for i in range(20)]  # ns sent, ms kept
-    assert by_name[("humus_observation_flag", "vwc")]["values"] == [3] * 20
-    assert by_name[("humus_observation_uncertainty", "vwc")]["values"] == [0.01] * 20
-    assert by_name[("humus_observation_value", "soc")]["metric"]["source"] == "calibrated"
+    assert by_name[("humus_obs_flag", "vwc")]["values"] == [3] * 20
+    assert by_name[("humus_obs_uncertainty", "vwc")]["values"] == [0.01] * 20
+    assert by_name[("humus_obs_value", "soc")]["metric"]["source"] == "calibrated"
+    assert by_name[("humus_obs_value", "soc")]["metric"]["model_version"] == "1"
 
 
 def test_v2_write_to_a_server_that_is_not_listening_raises_store_unavailable():
