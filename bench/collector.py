@@ -1,17 +1,38 @@
-"""Collector cost: CPU seconds and peak RSS per 10,000 observations, 16 simulated probes.
+"""Collector footprint: CPU seconds per 10,000 observations, peak RSS, fsyncs per poll cycle.
 
 Starts Mosquitto (tests/servers.py, the test configuration) and 16 simulated
-TEROS-12 probes (SDI-12 firmware, `measure_s` 0) each on its own pty, then
-runs the real daemon, `humus collect`, as a subprocess: every probe polled
-every second, each reading giving 3 raw + 2 calibrated observations
-(teros12_vwc, ec25) with QARTOD checks on soil_temp and vwc, spooled and
-published over QoS 1. A subscriber counts what arrives. The daemon's CPU
-time (user + system, from /proc) is measured over the window in which the
-observations arrived (start-up excluded) and scaled to 10,000
-observations; peak RSS is the kernel's high-water mark (VmHWM).
+probes on real ptys: 8 TEROS-12 (SDI-12 firmware, `measure_s` 0) and 8
+Modbus RTU 3-in-1 soil sensors, by default each on its own port
+(``--per-port 4`` puts them on SDI-12 and RS-485 buses of four). Then it
+runs the real daemon, ``humus collect``, as a subprocess, every probe polled
+every second:
 
-Target (TARGETS.md): <= 2 CPU s and <= 40 MB peak RSS per 10,000 observations.
-Usage: .venv/bin/python bench/collector.py [--observations 10000] [--max-seconds 200]
+- TEROS-12: raw_counts, soil_temp, ec_bulk (raw) + vwc (teros12_vwc) =
+  4 observations; QARTOD gross range, rate of change and flat line on
+  soil_temp, gross range and spike on vwc;
+- Modbus: moisture, soil_temp, ec (raw) + vwc (polynomial of the
+  reading) + ec25 = 5 observations; gross range and rate of change on
+  soil_temp.
+
+A subscriber plays the centre: it counts the observations that arrive and
+answers each batch with a receipt (`humus.receipts`), so the spool deletes
+what was delivered, as in production.
+
+Figures, each over a window after start-up:
+- CPU: the daemon's user + system time (/proc/<pid>/stat) while N
+  observations arrived, scaled to 10,000;
+- peak RSS: the kernel's high-water mark of the daemon (VmHWM);
+- fsyncs per poll cycle: strace attached for a separate window (never
+  during the CPU window: tracing slows the process) counts fsync and
+  fdatasync calls of every thread; with every probe at 1 s, one poll cycle
+  is one second.
+Then the same again with two NIR spectrometers (256-band spectra with dark
+and white references, a spectral SOC model fitted like `humus demo`'s)
+added, reported apart: spectra and their model need numpy.
+
+Target (issue 15): <= 2 CPU s per 10,000 observations and <= 40 MB peak RSS
+for the 16 SDI-12/Modbus probes.
+Usage: .venv/bin/python bench/collector.py [--observations 10000] [--per-port 1] [--spectral-observations 4000]
 """
 
 from __future__ import annotations
@@ -19,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -29,6 +51,32 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+TEROS_QC = """
+[probes.qc.soil_temp]
+gross_range = { fail_span = [-40, 60], suspect_span = [-10, 45] }
+rate_of_change = { threshold = 0.5 }
+flat_line = { suspect_threshold_s = 30, fail_threshold_s = 60, tolerance = 0.0001 }
+[probes.qc.vwc]
+gross_range = { fail_span = [0, 0.7] }
+spike = { suspect_threshold = 0.05, fail_threshold = 0.15 }
+"""
+
+MODBUS_CAL = """
+[probes.calibration.vwc]
+model = "polynomial_vwc"
+input = "moisture"
+coefficients = [0.0, 0.01]
+polynomial_input = "reading"
+uncertainty = 0.03
+[probes.calibration.ec25]
+model = "ec25"
+input = "ec"
+temperature_input = "soil_temp"
+[probes.qc.soil_temp]
+gross_range = { fail_span = [-40, 80] }
+rate_of_change = { threshold = 0.5 }
+"""
 
 
 def _servers():
@@ -53,49 +101,137 @@ def vm_hwm_mb(pid: int) -> float:
     return float("nan")
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--observations", type=int, default=10_000)
-    ap.add_argument("--probes", type=int, default=16)
-    ap.add_argument("--max-seconds", type=float, default=200)
-    args = ap.parse_args()
-
-    import paho.mqtt.client as mqtt
-
+def start_probes(work: Path, teros: int, modbus: int, per_port: int, nir: int) -> tuple[list, str]:
+    """Simulated probes on ptys, and the [[probes]] tables of a gateway configuration for them."""
+    from firmware_bridge.sim import modbus_soil, nir_spectrometer, sdi12
     from firmware_bridge.sim.faults import FaultSwitches
     from firmware_bridge.sim.pty import PtyProbe
-    from firmware_bridge.sim.sdi12 import make_firmware
 
-    servers = _servers()
-    work = Path(tempfile.mkdtemp(prefix="humus-bench-collector-"))
-    broker = servers.mosquitto(work / "mosquitto").start()
-    sims = [PtyProbe(make_firmware("0", i, FaultSwitches(), measure_s=0.0), work / f"tty{i}").start()
-            for i in range(args.probes)]
-    probes = []
-    for i in range(args.probes):
-        probes.append(f"""
+    sims, tables = [], []
+    for kind, count in (("teros", teros), ("modbus", modbus)):
+        for bus in range(0, count, per_port):
+            n = min(per_port, count - bus)
+            link = work / f"tty-{kind}-{bus}"
+            if kind == "teros":
+                addresses = [str(a) for a in range(n)]
+                fw = sdi12.make_firmware(",".join(addresses), bus, FaultSwitches(), measure_s=0.0)
+            else:
+                addresses = [str(a + 1) for a in range(n)]
+                fw = modbus_soil.make_firmware(",".join(addresses), bus, FaultSwitches(), time_scale=60.0)
+            sims.append(PtyProbe(fw, link).start())
+            for a in addresses:
+                if kind == "teros":
+                    tables.append(f"""
 [[probes]]
-id = "teros-{i}"
+id = "teros-{bus}-{a}"
 driver = "teros12"
-port = "{work / f'tty{i}'}"
-address = "0"
+port = "{link}"
+address = "{a}"
 interval_s = 1
 depth_cm = 10
 [probes.calibration.vwc]
 model = "teros12_vwc"
 input = "raw_counts"
-[probes.calibration.ec25]
-model = "ec25"
-input = "ec_bulk"
-temperature_input = "soil_temp"
-[probes.qc.soil_temp]
-gross_range = {{ fail_span = [-40, 60], suspect_span = [-10, 45] }}
-rate_of_change = {{ threshold = 0.5 }}
-flat_line = {{ suspect_threshold_s = 30, fail_threshold_s = 60, tolerance = 0.0001 }}
-[probes.qc.vwc]
-gross_range = {{ fail_span = [0, 0.7] }}
-spike = {{ suspect_threshold = 0.05, fail_threshold = 0.15 }}
+{TEROS_QC}""")
+                else:
+                    tables.append(f"""
+[[probes]]
+id = "modbus-{bus}-{a}"
+driver = "modbus-soil"
+port = "{link}"
+address = "{a}"
+interval_s = 1
+depth_cm = 20
+{MODBUS_CAL}""")
+    if nir:
+        import numpy as np
+
+        from humus.demo import fit_demo_model
+
+        model = work / "soc-model.json"
+        fit_demo_model(model, np.linspace(nir_spectrometer.FIRST_NM, nir_spectrometer.LAST_NM,
+                                          nir_spectrometer.BANDS), seed=7)
+        for i in range(nir):
+            link = work / f"tty-nir-{i}"
+            sims.append(PtyProbe(nir_spectrometer.make_firmware("", 100 + i, FaultSwitches(), soc_percent=2.0,
+                                                                time_scale=3600.0), link).start())
+            tables.append(f"""
+[[probes]]
+id = "nir-{i}"
+driver = "nir-spectrometer"
+port = "{link}"
+interval_s = 5
+depth_cm = 5
+[probes.calibration.soc]
+model = "spectral"
+path = "{model}"
+kind = "counts"
 """)
+    return sims, "".join(tables)
+
+
+class Centre:
+    """Counts arriving observations and confirms every batch with a receipt, as humus ingest does."""
+
+    def __init__(self, port: int, site: str, gateway: str) -> None:
+        import paho.mqtt.client as mqtt
+
+        from humus.receipts import encode_receipt, receipt_topic
+
+        self.count = 0
+        self.batches = 0
+        self.lock = threading.Lock()
+        self._encode, self._topic = encode_receipt, receipt_topic(site, gateway)
+        self.site, self.gateway = site, gateway
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-centre-{os.getpid()}")
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.subscribe(f"humus/v1/{site}/{gateway}/obs", qos=1)
+        self.client.loop_start()
+
+    def _on_message(self, client, userdata, msg) -> None:
+        doc = json.loads(msg.payload)
+        with self.lock:
+            self.count += len(doc["observations"])
+            self.batches += 1
+        client.publish(self._topic, self._encode(self.site, self.gateway, stored=[doc["seq"]], by="bench"), qos=1)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def count_fsyncs(pid: int, seconds: float) -> int | None:
+    """fsync + fdatasync calls of every thread of `pid` in `seconds` (strace attached), None without strace."""
+    strace = shutil.which("strace")
+    if strace is None:
+        return None
+    proc = subprocess.Popen([strace, "-f", "-c", "-e", "trace=fsync,fdatasync", "-p", str(pid)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    time.sleep(seconds)
+    proc.send_signal(signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return None
+    total = 0
+    seen = False
+    for line in err.splitlines():
+        parts = line.split()
+        if parts and parts[-1] in ("fsync", "fdatasync"):
+            seen = True
+            total += int(parts[3])     # % time, seconds, usecs/call, calls, [errors,] syscall
+    if not seen and "attach" in err and "Operation not permitted" in err:
+        return None
+    return total
+
+
+def run_config(label: str, args: argparse.Namespace, nir: int, observations: int) -> dict:
+    servers = _servers()
+    work = Path(tempfile.mkdtemp(prefix="humus-bench-collector-"))
+    broker = servers.mosquitto(work / "mosquitto").start()
+    sims, tables = start_probes(work, args.teros, args.modbus, args.per_port, nir)
     cfg = work / "gw.toml"
     cfg.write_text(f"""
 [gateway]
@@ -107,62 +243,83 @@ heartbeat_s = 10
 [mqtt]
 host = "127.0.0.1"
 port = {broker.port}
-""" + "".join(probes))
-
-    count = [0]
-    lock = threading.Lock()
-
-    def on_message(client, userdata, msg):
-        n = len(json.loads(msg.payload)["observations"])
-        with lock:
-            count[0] += n
-
-    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-sub")
-    sub.on_message = on_message
-    sub.connect("127.0.0.1", broker.port)
-    sub.subscribe("humus/v1/bench/gw-1/obs", qos=1)
-    sub.loop_start()
-
+""" + tables)
+    centre = Centre(broker.port, "bench", "gw-1")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    log = open(work / "collect.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "humus.cli", "--log-level", "WARNING", "collect", "--config",
-                             str(cfg)], cwd=REPO, env=env, stderr=open(work / "collect.log", "wb"))
+                             str(cfg)], cwd=REPO, env=env, stderr=log)
     try:
         deadline = time.monotonic() + 30
-        while count[0] == 0 and time.monotonic() < deadline and proc.poll() is None:
+        while centre.count == 0 and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.05)
-        if count[0] == 0:
-            print("no observation arrived; see", work / "collect.log")
-            return 1
-        cpu0, n0, t0 = cpu_seconds(proc.pid), count[0], time.monotonic()
-        print(f"started: {args.probes} probes, first observations after start-up "
-              f"(start-up CPU {cpu0:.2f} s, {vm_hwm_mb(proc.pid):.1f} MB)")
+        if centre.count == 0:
+            raise SystemExit(f"{label}: no observation arrived; see {work / 'collect.log'}")
+        time.sleep(3)       # past start-up: first connections, first QC windows
+        startup_hwm = vm_hwm_mb(proc.pid)
+        cpu0, n0, t0 = cpu_seconds(proc.pid), centre.count, time.monotonic()
+        print(f"[{label}] running: {args.teros + args.modbus} SDI-12/Modbus probe(s)"
+              f"{f' + {nir} NIR spectrometer(s)' if nir else ''}, {args.per_port} per port "
+              f"(peak RSS after start-up {startup_hwm:.1f} MB)")
         last = t0
-        while count[0] - n0 < args.observations and time.monotonic() - t0 < args.max_seconds:
+        while centre.count - n0 < observations and time.monotonic() - t0 < args.max_seconds:
             time.sleep(0.5)
             if time.monotonic() - last >= 20:
                 last = time.monotonic()
-                print(f"  {time.monotonic() - t0:5.0f} s: {count[0] - n0} observations, "
+                print(f"  {time.monotonic() - t0:5.0f} s: {centre.count - n0} observations, "
                       f"CPU {cpu_seconds(proc.pid) - cpu0:.2f} s")
-        cpu1, n1, t1 = cpu_seconds(proc.pid), count[0], time.monotonic()
+        cpu1, n1, t1 = cpu_seconds(proc.pid), centre.count, time.monotonic()
+        fsyncs = count_fsyncs(proc.pid, args.strace_s)
         hwm = vm_hwm_mb(proc.pid)
+        errors = (work / "collect.log").read_text(errors="replace").strip().splitlines()
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
-        sub.loop_stop()
+        log.close()
+        centre.close()
         for s in sims:
             s.stop()
         broker.stop()
-    n = n1 - n0
-    cpu = cpu1 - cpu0
+    n, cpu, secs = n1 - n0, cpu1 - cpu0, t1 - t0
     per10k = cpu / n * 10_000 if n else float("nan")
-    print(f"{n} observations in {t1 - t0:.1f} s ({n / (t1 - t0):.0f} obs/s), collector CPU {cpu:.2f} s, "
-          f"peak RSS {hwm:.1f} MB")
-    print(f"per 10,000 observations: {per10k:.2f} CPU s (target <= 2), peak RSS {hwm:.1f} MB (target <= 40)")
-    print(f"RESULT collector cpu_s_per_10k_obs={per10k:.3f} peak_rss_mb={hwm:.1f} observations={n} "
-          f"probes={args.probes}")
+    per_cycle = fsyncs / args.strace_s if fsyncs is not None else float("nan")
+    print(f"[{label}] {n} observations in {secs:.1f} s ({n / secs:.0f} obs/s), collector CPU {cpu:.2f} s "
+          f"({100 * cpu / secs:.0f} % of a core)")
+    print(f"[{label}] per 10,000 observations: {per10k:.2f} CPU s; peak RSS {hwm:.1f} MB; "
+          f"fsyncs per 1 s poll cycle: {per_cycle:.1f} (strace, {args.strace_s:.0f} s)")
+    for line in errors[-5:]:
+        print(f"[{label}] collector log: {line[:200]}")
+    return {"per10k": per10k, "hwm": hwm, "fsyncs": per_cycle, "n": n}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--observations", type=int, default=10_000)
+    ap.add_argument("--spectral-observations", type=int, default=4_000,
+                    help="observations for the spectral configuration (0: skip it)")
+    ap.add_argument("--teros", type=int, default=8)
+    ap.add_argument("--modbus", type=int, default=8)
+    ap.add_argument("--per-port", type=int, default=1, help="probes per SDI-12 or RS-485 bus")
+    ap.add_argument("--nir", type=int, default=2, help="NIR spectrometers in the spectral configuration")
+    ap.add_argument("--strace-s", type=float, default=10.0)
+    ap.add_argument("--max-seconds", type=float, default=200)
+    args = ap.parse_args()
+
+    base = run_config("sdi12+modbus", args, 0, args.observations)
+    spec = run_config("spectral", args, args.nir, args.spectral_observations) \
+        if args.spectral_observations and args.nir else None
+    print(f"per 10,000 observations: {base['per10k']:.2f} CPU s (target <= 2), peak RSS {base['hwm']:.1f} MB "
+          "(target <= 40)")
+    extra = ""
+    if spec is not None:
+        extra = (f" spectral_cpu_s_per_10k_obs={spec['per10k']:.3f} spectral_peak_rss_mb={spec['hwm']:.1f} "
+                 f"spectral_fsyncs_per_cycle={spec['fsyncs']:.2f}")
+    print(f"RESULT collector cpu_s_per_10k_obs={base['per10k']:.3f} peak_rss_mb={base['hwm']:.1f} "
+          f"fsyncs_per_cycle={base['fsyncs']:.2f} observations={base['n']} probes={args.teros + args.modbus} "
+          f"probes_per_port={args.per_port}{extra}")
     return 0
 
 

@@ -6,7 +6,7 @@ minute apart) in each candidate layout, as pre-encoded line protocol in
 requests of 5,000 lines on one keep-alive connection, each layout into a
 fresh database. Layouts are run interleaved, several rounds; the figure
 kept per layout is the median. Server CPU comes from /proc/<pid>/stat
-(utime + stime) around each run.
+(utime + stime) around each run, started once the server is idle.
 
 Layouts:
 - v1: the layout of archives written before schema 2 (6 tags; value,
@@ -94,6 +94,16 @@ def line(layout: str, gw: str, probe: str, depth: int, cal: bool, t: int, v: flo
 LAYOUTS = ("v1", "v2", "v2_string_test", "v2_int_fields", "plain3")
 
 
+def settle(pid: int, timeout: float = 15.0) -> None:
+    """Wait until the server is idle (its background work on the previous run's points would be counted)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        c0 = cpu_s(pid)
+        time.sleep(0.5)
+        if cpu_s(pid) - c0 < 0.03:
+            return
+
+
 def write_all(port: int, db: str, bodies: list[bytes]) -> float:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     conn.request("POST", "/query", body=f"q=CREATE DATABASE {db}",
@@ -141,6 +151,7 @@ def main() -> int:
         for r in range(args.rounds):
             for layout in LAYOUTS:
                 db = f"{layout}_{r}"
+                settle(influx.proc.pid)
                 c0 = cpu_s(influx.proc.pid)
                 elapsed = write_all(influx.port, db, bodies[layout])
                 used = cpu_s(influx.proc.pid) - c0

@@ -1,6 +1,6 @@
 """The peer: a Node-RED 4 flow (mqtt in -> function -> influxdb batch) against one `humus ingest` worker.
 
-Same broker (Mosquitto, the test configuration), same InfluxDB 1.x, same
+Same broker (Mosquitto, the test configuration, autosave as deployed), same InfluxDB 1.x, same
 pre-encoded messages (bench/ingest.py: 10 gateways x 16 probes, 100
 observations per message, QoS 1). Node-RED 4 and node-red-contrib-influxdb
 are installed with npm into a cache directory on first use
@@ -36,7 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ingest import (REPO, Influx, cpu_s, make_messages, publish_all, run_ingest, wait)  # noqa: E402
+from ingest import BROKER_CONF, Influx, cpu_s, make_messages, publish_all, run_ingest, wait  # noqa: E402
 
 import servers  # noqa: E402
 
@@ -146,7 +146,7 @@ def run_nodered(red: Path, work: Path, mqtt_port: int, influx: Influx, messages,
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--messages", type=int, default=3000, help="messages of 100 observations per run (3000)")
-    ap.add_argument("--rounds", type=int, default=2, help="alternating rounds; medians are reported (2)")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians are reported (3)")
     args = ap.parse_args()
     if not shutil.which("npm") or not shutil.which("node"):
         print("npm (and node) not found: the Node-RED peer bench needs them; skipped")
@@ -160,7 +160,7 @@ def main() -> int:
     n_obs = len(all_obs)
     print(f"{args.messages} messages x 100 observations = {n_obs} per run")
     work = Path(tempfile.mkdtemp(prefix="humus-bench-peer-"))
-    broker = servers.mosquitto(work / "mosquitto").start()
+    broker = servers.mosquitto(work / "mosquitto", BROKER_CONF).start()
     server = servers.influxdb(work / "influxdb").start()
     servers.http_ready(server.url + "/ping")
     influx = Influx(server.port)

@@ -5,7 +5,7 @@ should take at most twice as long as the backend's own raw export of the
 same data:
 
 - SQLite: a plain `SELECT ... FROM observation` with fetchall into numpy.
-- InfluxDB 1.x: the raw `/query` answer (`SELECT * FROM humus_observation`,
+- InfluxDB 1.x: the raw `/query` answer (`SELECT * FROM humus_obs`,
   chunked JSON, read to the end), and, for information, the same parsed by
   json.loads.
 
@@ -95,7 +95,7 @@ def sqlite_raw(path: Path) -> int:
 
 def influx_raw(store, parse: bool) -> int:
     n = 0
-    for line in store.raw_query("SELECT * FROM humus_observation", "bench raw export"):
+    for line in store.raw_query("SELECT * FROM humus_obs", "bench raw export"):
         if parse:
             for r in json.loads(line)["results"]:
                 for s in r.get("series", ()):

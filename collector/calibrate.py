@@ -93,22 +93,23 @@ class Calibrator:
 
 
 def _build(s: CalibrationSettings) -> tuple[str, str, str, Callable[..., Any]]:
-    from calibration import moisture
+    # Scalar equations in pure Python (collector.scalar_calibration): numpy is imported only for spectra.
+    from collector import scalar_calibration as sc
 
     if s.model == "teros12_vwc":
         eq = "eq5" if s.media == "mineral" else "eq6"
-        return f"teros12-vwc-{s.media}", f"meter-18224-{eq}", "m3/m3", lambda x: moisture.teros12_vwc(x, s.media)
+        media = s.media
+        return f"teros12-vwc-{s.media}", f"meter-18224-{eq}", "m3/m3", lambda x: sc.teros12_vwc(x, media)
     if s.model == "teros12_permittivity":
-        return "teros12-permittivity", "meter-18224-eq7", "1", moisture.teros12_permittivity
+        return "teros12-permittivity", "meter-18224-eq7", "1", sc.teros12_permittivity
     if s.model == "topp_vwc":
-        return "topp-1980", "eq6", "m3/m3", moisture.topp_vwc
+        return "topp-1980", "eq6", "m3/m3", sc.topp_vwc
     if s.model == "ec25":
-        return "ec25-sheets-hendrickx-1995", "1", "uS/cm", moisture.ec_at_25c
+        return "ec25-sheets-hendrickx-1995", "1", "uS/cm", sc.ec_at_25c
     if s.model == "polynomial_vwc":
-        cal = moisture.PolynomialCalibration(coefficients=s.coefficients, input=s.polynomial_input,
-                                             uncertainty=s.uncertainty)
+        coefficients, kind, unc = tuple(s.coefficients), s.polynomial_input, s.uncertainty
         version = "c=" + ",".join(f"{c:g}" for c in s.coefficients)
-        return "polynomial-vwc", version[:128], "m3/m3", lambda x: moisture.polynomial_vwc(x, cal)
+        return "polynomial-vwc", version[:128], "m3/m3", lambda x: sc.polynomial_vwc(x, coefficients, kind, unc)
     if s.model == "spectral":
         from calibration.model import ModelFileError, SpectralModel
 

@@ -40,6 +40,8 @@ class GatewaySettings:
                                     doc="spool size limit; when reached the oldest unsent observations are dropped")
     heartbeat_s: float = setting(60.0, check=lambda v: 1 <= v <= 3600, expect="1 to 3600 seconds",
                                  doc="how often the retained status message is refreshed")
+    signing_key: str = setting("", doc="Ed25519 private key (PEM, 0600) made by 'humus gateway add': every "
+                                       "batch is signed (docs/wire.md, Signed batches); empty: unsigned")
     sane_epoch: str = setting("2025-01-01", check=bool, expect="a date YYYY-MM-DD",
                               doc="a clock before this date is not synchronised (no RTC, no NTP yet)")
     clock_check: Literal["kernel", "epoch"] = setting(
@@ -208,6 +210,21 @@ def sane_epoch_ns(cfg: GatewayConfig) -> int:
     return int(d.timestamp()) * 10**9
 
 
+def _check_signing_key(path: str | Path, key_file: str) -> None:
+    """The signing key is a private Ed25519 key readable by the collector and by no one else."""
+    from humus.file_checks import FileProblem, check_private
+    from humus.signing import signer_from_file
+
+    try:
+        check_private(key_file)
+        signer_from_file(key_file)
+    except FileProblem as e:
+        raise ConfigError(path, "gateway.signing_key", "the gateway's Ed25519 key file (0600)", found=str(e)) from None
+    except (ValueError, TypeError, OSError) as e:
+        raise ConfigError(path, "gateway.signing_key", "an Ed25519 private key in PEM made by 'humus gateway add'",
+                          found=f"{key_file}: {str(e)[:150]}") from None
+
+
 def _check_gateway(path: str | Path, cfg: GatewayConfig) -> None:
     try:
         sane_epoch_ns(cfg)
@@ -219,6 +236,8 @@ def _check_gateway(path: str | Path, cfg: GatewayConfig) -> None:
     if pub.receipt_timeout_max_s < pub.receipt_timeout_s:
         raise ConfigError(path, "publish.receipt_timeout_max_s", "a value >= publish.receipt_timeout_s",
                           pub.receipt_timeout_max_s)
+    if cfg.gateway.signing_key:
+        _check_signing_key(path, cfg.gateway.signing_key)
     data_dir = Path(cfg.gateway.data_dir)
     if data_dir.exists() and not data_dir.is_dir():
         raise ConfigError(path, "gateway.data_dir", "a directory (the spool lives there)", cfg.gateway.data_dir,

@@ -218,8 +218,13 @@ class Collector:
             g = self.config.gateway
             # Room to form and delete one batch on a full disk: both land in the WAL.
             reserve = 2 * self.config.publish.max_batch_bytes + 64 * 1024
+            sign = None
+            if g.signing_key:
+                from humus.signing import signer_from_file
+
+                sign = signer_from_file(g.signing_key)   # checked by load_gateway_config
             self.spool = Spool(self.config.spool_path, site=g.site, gateway=g.id,
-                               quota_bytes=int(g.spool_quota_mb * 1e6), reserve_bytes=reserve)
+                               quota_bytes=int(g.spool_quota_mb * 1e6), reserve_bytes=reserve, sign=sign)
         if not self._probes:
             self._probes = build_probes(self.config, self.spool.qc_state())
 

@@ -25,7 +25,6 @@ from typing import Mapping
 from collector.calibrate import Calibrator
 from collector.config import GatewayConfig, ProbeSettings
 from collector.quality import SeriesQc
-from calibration.spectra import reflectance
 from firmware_bridge.reading import DriverStatus, Reading, Spectrum
 from humus.records import Observation, QualityFlag, Source
 
@@ -146,6 +145,8 @@ class ProbePipeline:
         researchers and models use, so it is sent ready-made, as a calibrated
         value of the fixed 'dark-white-reference' method.
         """
+        from calibration.spectra import reflectance   # numpy: imported only where spectra are configured
+
         wl = tuple(float(w) for w in sp.wavelengths_nm)
         n = len(sp.values)
         refs = {name: tuple(float(v) for v in ref) for name, ref in (("spectrum_dark", sp.dark),

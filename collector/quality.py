@@ -1,9 +1,18 @@
 """Streaming QARTOD checks: each new value is flagged with the context of its series.
 
 A `SeriesQc` keeps the recent (time, value) points of one series (probe,
-quantity, source) and runs the configured `collector.qartod` tests over that
-window; the new point's flag is the last element of each result, so the
-flags are exactly what ioos_qc gives on the same window.
+quantity, source) and flags the newest point as the `collector.qartod` tests
+would over that window: the new point's flag is the last element of each
+result, so the flags are exactly what ioos_qc gives on the same window.
+
+Only the newest point is judged, so each test is computed for that point
+alone, in pure Python, for the values a poll can give (finite numbers of
+moderate size, and NaN for a missing value): the same arithmetic, the same
+comparisons and the same NaN rules as `collector.qartod`, without numpy
+(tests/collector/test_qartod.py checks both agree, NaN included). The rare
+window holding +/-inf or a value beyond 1e300, where numpy.ma's masking and
+safe-division rules come into play, goes through `collector.qartod` itself;
+numpy is imported then, not before.
 
 The spike test needs the point after the one it judges (QARTOD: "the test
 introduces a delay of one sample"), so its verdict on point n-1 comes when
@@ -17,7 +26,9 @@ seconds, and a 1 s probe read 999 ms after the previous one would otherwise
 look like a zero-second step.
 
 The window is saved in the spool with each poll (`state()`/`restore()`), so
-it survives a restart at no extra fsync.
+it survives a restart at no extra fsync. `state()` joins the JSON text of
+each point, kept beside the window, instead of encoding the whole window
+again at every poll.
 """
 
 from __future__ import annotations
@@ -27,12 +38,25 @@ import json
 import math
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
-import numpy as np
-
-from collector import qartod
 from collector.config import QcSettings
 from humus.records import QualityFlag
+
+PASS, NOT_EVALUATED, SUSPECT, FAIL, MISSING = 1, 2, 3, 4, 9   # collector.qartod's codes
+
+
+def _qartod() -> Any:
+    """collector.qartod (numpy), imported on first need: a window holding inf or a value beyond 1e300."""
+    from collector import qartod
+
+    return qartod
+
+
+def _plain(v: float) -> bool:
+    """NaN or a finite value of moderate size: what the pure-Python checks reproduce exactly."""
+    return v != v or -1e300 < v < 1e300
+
 
 MAX_WINDOW = 2000
 
@@ -68,57 +92,79 @@ class SeriesQc:
         self.times: deque[int] = deque(maxlen=self.maxlen)
         self.values: deque[float] = deque(maxlen=self.maxlen)
         self.flags: deque[int] = deque(maxlen=self.maxlen)   # flag each point was published with
+        # The JSON text of each point, beside the window, for `state()`.
+        self._text_times: deque[str] = deque(maxlen=self.maxlen)
+        self._text_values: deque[str] = deque(maxlen=self.maxlen)
+        self._text_flags: deque[str] = deque(maxlen=self.maxlen)
+
+    def _clear(self) -> None:
+        for d in (self.times, self.values, self.flags, self._text_times, self._text_values, self._text_flags):
+            d.clear()
+
+    def _push(self, t: int, v: float, f: int) -> None:
+        self.times.append(t)
+        self.values.append(v)
+        self.flags.append(f)
+        self._text_times.append(str(int(t)))
+        self._text_values.append("null" if v != v else repr(float(v)) if -math.inf < v < math.inf
+                                 else _JSON_INF[v > 0])
+        self._text_flags.append(str(f))
 
     def check(self, slot_ns: int, value: float) -> tuple[Verdict, LateVerdict | None]:
         """Flag `value` (taken in the poll scheduled at `slot_ns`); also the spike verdict on the previous point."""
         if self.times and slot_ns <= self.times[-1]:
             # a clock step backwards: the old window no longer describes this series' time axis
-            self.times.clear()
-            self.values.clear()
-            self.flags.clear()
-        self.times.append(slot_ns)
-        self.values.append(value)
+            self._clear()
+        values, times = self.values, self.times
+        n = len(values) + 1
+        prev1 = values[-1] if n >= 2 else 0.0
+        prev2 = values[-2] if n >= 3 else 0.0
+        plain = _plain(value) and _plain(prev1) and _plain(prev2)
         s = self.settings
-        n = len(self.values)
-        fast = all(math.isfinite(v) and abs(v) < 1e300 for v in itertools.islice(self.values, max(0, n - 3), n))
         results: list[tuple[int, str]] = []
         if s.gross_range is not None:
             g = s.gross_range
-            f = _gross_range_1(value, g.fail_span, g.suspect_span) if fast else \
-                int(qartod.gross_range([value], g.fail_span, g.suspect_span)[-1])
-            results.append((f, "gross_range"))
-        if s.rate_of_change is not None and n >= 2:
+            results.append((_gross_range_1(value, g.fail_span, g.suspect_span), "gross_range"))
+        if s.rate_of_change is not None:
             r = s.rate_of_change
-            if fast and slot_ns >= self.times[-2]:
-                f = _rate_of_change_2(self.values[-2], value, self.times[-2], slot_ns, r.threshold, r.fail_threshold)
+            if n < 2:
+                f = PASS if math.isfinite(value) else MISSING
+            elif plain:
+                f = _rate_of_change_2(prev1, value, times[-1], slot_ns, r.threshold, r.fail_threshold)
             else:
-                f = int(qartod.rate_of_change(list(self.values)[-2:], list(self.times)[-2:], r.threshold,
-                                              r.fail_threshold)[-1])
+                f = int(_qartod().rate_of_change([prev1, value], [times[-1], slot_ns], r.threshold,
+                                                 r.fail_threshold)[-1])
             results.append((f, "rate_of_change"))
-        elif s.rate_of_change is not None:
-            results.append((qartod.PASS if math.isfinite(value) else qartod.MISSING, "rate_of_change"))
+        verdict_missing = value != value
+        self._push(slot_ns, value, 0)
         if s.flat_line is not None:
             fl = s.flat_line
-            results.append((_flat_line_last(self.values, self.times, fl.suspect_threshold_s, fl.fail_threshold_s,
+            results.append((_flat_line_last(values, times, fl.suspect_threshold_s, fl.fail_threshold_s,
                                             fl.tolerance), "flat_line"))
-        verdict = _worst(results, math.isnan(value))
-        self.flags.append(int(verdict.flag))
+        verdict = _worst(results, verdict_missing)
+        self._set_flag(-1, int(verdict.flag))
         late = None
         if s.spike is not None and n >= 3:
             sp = s.spike
-            x0, x1, x2 = self.values[-3], self.values[-2], self.values[-1]
-            if fast:
-                f_prev = _spike_3(x0, x1, x2, sp.suspect_threshold, sp.fail_threshold, sp.method)
+            if plain:
+                f_prev = _spike_3(prev2, prev1, value, sp.suspect_threshold, sp.fail_threshold, sp.method)
             else:
-                f_prev = int(qartod.spike([x0, x1, x2], sp.suspect_threshold, sp.fail_threshold, sp.method)[1])
+                f_prev = int(_qartod().spike([prev2, prev1, value], sp.suspect_threshold, sp.fail_threshold,
+                                             sp.method)[1])
             prev = QualityFlag(self.flags[-2])
-            if f_prev in (qartod.SUSPECT, qartod.FAIL) and _rank(QualityFlag(f_prev)) > _rank(prev):
-                self.flags[-2] = f_prev
+            if f_prev in (SUSPECT, FAIL) and _rank(QualityFlag(f_prev)) > _rank(prev):
+                self._set_flag(-2, f_prev)
                 late = LateVerdict(self.times[-2], QualityFlag(f_prev), "spike")
         return verdict, late
 
+    def _set_flag(self, i: int, f: int) -> None:
+        self.flags[i] = f
+        self._text_flags[i] = str(f)
+
     def state(self) -> str:
-        return json.dumps([list(self.times), [None if math.isnan(v) else v for v in self.values], list(self.flags)])
+        """The window as JSON ``[[times], [values, null for NaN], [flags]]``, for `restore`."""
+        return (f"[[{','.join(self._text_times)}],[{','.join(self._text_values)}],"
+                f"[{','.join(self._text_flags)}]]")
 
     def restore(self, state: str) -> None:
         try:
@@ -126,12 +172,13 @@ class SeriesQc:
             if not (len(times) == len(values) == len(flags)):
                 return
             for t, v, f in zip(times[-self.maxlen:], values[-self.maxlen:], flags[-self.maxlen:]):
-                self.times.append(int(t))
-                self.values.append(math.nan if v is None else float(v))
-                self.flags.append(int(f))
+                self._push(int(t), math.nan if v is None else float(v), int(f))
         except (ValueError, TypeError):
-            pass   # a state from an older version: start afresh
+            self._clear()   # a state from an older version: start afresh
 
+
+_JSON_INF = ("-Infinity", "Infinity")
+"""How json.dumps writes infinities (its default allow_nan=True), which json.loads reads back."""
 
 _ORDER = {QualityFlag.NOT_EVALUATED: 0, QualityFlag.PASS: 1, QualityFlag.SUSPECT: 2,
           QualityFlag.FAIL: 3, QualityFlag.MISSING: 4}
@@ -151,44 +198,65 @@ def _worst(results: list[tuple[int, str]], missing: bool) -> Verdict:
     return Verdict(flag, best[1] if flag not in (QualityFlag.PASS, QualityFlag.NOT_EVALUATED) else None)
 
 
-# Scalar fast paths for finite values of moderate size (|x| < 1e300), where
-# numpy.ma's masking and safe-division rules cannot trigger: the same
-# arithmetic and comparisons as collector.qartod, without building masked
-# arrays for a 1-3 point window (tests/collector/test_qartod.py checks both agree).
+# The newest point's flag of each collector.qartod test, for a value that is NaN or finite below 1e300
+# (and, for gross range, any float): the same arithmetic, comparisons and NaN rules, without numpy.ma.
 
 def _gross_range_1(v: float, fail_span: tuple[float, float], suspect_span: tuple[float, float] | None) -> int:
+    """NaN and +/-inf are MISSING, then the range comparisons (which inf does meet: inf FAILs)."""
     flo, fhi = sorted(fail_span)
-    f = qartod.PASS
+    f = PASS if math.isfinite(v) else MISSING
     if suspect_span is not None:
         slo, shi = sorted(suspect_span)
         if v < slo or v > shi:
-            f = qartod.SUSPECT
+            f = SUSPECT
     if v < flo or v > fhi:
-        f = qartod.FAIL
+        f = FAIL
     return f
 
 
 def _rate_of_change_2(x0: float, x1: float, t0: int, t1: int, threshold: float, fail: float | None) -> int:
+    """A NaN x1 is MISSING; a NaN x0 gives a NaN rate, which exceeds nothing (PASS)."""
+    if x1 != x1:
+        return MISSING
     dt = (t1 - t0) // 10**9                      # timedelta64[ns] -> [s] truncation (t1 >= t0)
     roc = abs(x1 - x0) / dt if dt else abs(x1 - x0)   # ma's refused division keeps the dividend
-    f = qartod.SUSPECT if roc > threshold else qartod.PASS
+    f = SUSPECT if roc > threshold else PASS
     if fail is not None and roc > fail:
-        f = qartod.FAIL
+        f = FAIL
     return f
 
 
 def _spike_3(x0: float, x1: float, x2: float, suspect: float | None, fail: float | None, method: str) -> int:
+    """The verdict on x1: MISSING if it is NaN, NOT_EVALUATED if a neighbour is (no reference)."""
+    if x1 != x1:
+        return MISSING
+    if x0 != x0 or x2 != x2:
+        return NOT_EVALUATED
     if method == "average":
         diff = abs(x1 - (x0 + x2) / 2)
-    else:
+    elif method == "differential":
         a, b = x1 - x0, x2 - x1
         diff = 0.0 if a * b >= 0 else min(abs(a), abs(b))
-    f = qartod.PASS
+    else:
+        raise ValueError(f'Unknown method: "{method}", only "average" and "differential" methods are available')
+    f = PASS
     if suspect and diff > suspect:
-        f = qartod.SUSPECT
+        f = SUSPECT
     if fail and diff > fail:
-        f = qartod.FAIL
+        f = FAIL
     return f
+
+
+def _median_step_s(times: "deque[int] | list[int]") -> float:
+    """The median time step in whole seconds, as numpy's median of timedelta64[ns] then [s] gives it.
+
+    numpy takes the middle step, or the floor of the mean of the two middle ones, in nanoseconds.
+    """
+    steps = sorted(b - a for a, b in zip(itertools.islice(times, 0, len(times) - 1),
+                                         itertools.islice(times, 1, None)))
+    k = len(steps)
+    mid = steps[k // 2] if k % 2 else (steps[k // 2 - 1] + steps[k // 2]) // 2
+    return float(mid // 10**9)
 
 
 def _flat_line_last(values: "deque[float] | list[float]", times: "deque[int] | list[int]", suspect_s: float,
@@ -196,17 +264,16 @@ def _flat_line_last(values: "deque[float] | list[float]", times: "deque[int] | l
     """`qartod.flat_line(values, times, ...)[-1]` without judging every earlier point again."""
     n = len(values)
     if n < 3:
-        return qartod.PASS
+        return PASS
     last = values[-1]
-    t = np.fromiter(times, dtype=np.int64, count=n).astype("datetime64[ns]")
-    interval = float(np.median(np.diff(t)).astype("timedelta64[s]").astype(float))
+    interval = _median_step_s(times)
     if interval <= 0:
-        return int(qartod.flat_line(list(values), list(times), suspect_s, fail_s, tolerance)[-1])
-    flag = qartod.PASS
-    for threshold, value in ((suspect_s, qartod.SUSPECT), (fail_s, qartod.FAIL)):
+        return int(_qartod().flat_line(list(values), list(times), suspect_s, fail_s, tolerance)[-1])
+    flag = PASS
+    for threshold, value in ((suspect_s, SUSPECT), (fail_s, FAIL)):
         count = int(int(threshold) / interval)
         if n >= count + 1:
             window = [v for v in itertools.islice(values, n - count - 1, n) if math.isfinite(v)]
             if window and abs(max(window) - min(window)) < tolerance:
                 flag = value
-    return qartod.MISSING if not math.isfinite(last) else flag
+    return MISSING if not math.isfinite(last) else flag

@@ -75,6 +75,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Literal, Sequence, TypeVar
 
 from humus.receipts import to_ranges
+from humus.signing import sign_payload
 
 from collector.disk_reserve import DiskReserve, free_bytes, total_bytes
 from humus.records import Observation
@@ -161,8 +162,10 @@ class Spool:
     """One gateway's spool file; thread-safe (one connection behind a lock)."""
 
     def __init__(self, path: str | Path, *, site: str, gateway: str, quota_bytes: int,
-                 reserve_bytes: int = DEFAULT_RESERVE_BYTES) -> None:
+                 reserve_bytes: int = DEFAULT_RESERVE_BYTES, sign: Callable[[bytes], bytes] | None = None) -> None:
         self.path = Path(path)
+        self.sign = sign
+        """Ed25519 signer (humus.signing): a batch is signed once, when formed, and re-sent as it is."""
         self.site, self.gateway = site, gateway
         self.quota_bytes = int(quota_bytes)
         self._lock = threading.Lock()
@@ -413,6 +416,8 @@ class Spool:
             def move(retry: bool) -> tuple[int, bytes]:
                 seq = self._meta("next_seq", 1)
                 payload = (f'{self._head}{seq},"sent_ns":{ts},"observations":[' + ",".join(bodies) + "]}").encode()
+                if self.sign is not None:
+                    payload = sign_payload(payload, self.sign)
                 # Delete first: the batch row then reuses the freed pages instead of growing the file.
                 self._db.execute("DELETE FROM obs WHERE id >= ? AND id <= ?", (taken[0][0], taken[-1][0]))
                 self._db.execute("INSERT INTO batches(seq, n, oldest_ns, payload) VALUES (?, ?, ?, ?)",

@@ -39,6 +39,10 @@ if [ -n "$BUNDLE" ]; then
         install_file "$BUNDLE/client.crt" /etc/humus/client.crt 644 root || true
         install_file "$BUNDLE/client.key" /etc/humus/client.key 640 humus || true
     fi
+    if [ -f "$BUNDLE/signing.key" ]; then
+        # The gateway's Ed25519 key: every batch is signed (docs/wire.md, Signed batches).
+        install_file "$BUNDLE/signing.key" /etc/humus/signing.key 640 humus || true
+    fi
 fi
 
 # The configuration: the example with the bundle's [mqtt] block, written once.
@@ -47,10 +51,12 @@ trap 'rm -f "$config"' EXIT
 if [ -n "$BUNDLE" ]; then
     # The broker user is SITE.GATEWAY: the [gateway] ids must be the same, or the ACL refuses every publish.
     user=$(sed -n 's/^username = "\(.*\)"$/\1/p' "$BUNDLE/mqtt.toml")
-    awk -v block="$BUNDLE/mqtt.toml" -v site="${user%%.*}" -v gw="${user#*.}" '
+    sign=
+    [ -f "$BUNDLE/signing.key" ] && sign=/etc/humus/signing.key
+    awk -v block="$BUNDLE/mqtt.toml" -v site="${user%%.*}" -v gw="${user#*.}" -v sign="$sign" '
         /^\[/ { section = $0 }
         section == "[gateway]" && /^site = / { sub(/"[^"]*"/, "\"" site "\"") }
-        section == "[gateway]" && /^id = / { sub(/"[^"]*"/, "\"" gw "\"") }
+        section == "[gateway]" && /^id = / { sub(/"[^"]*"/, "\"" gw "\""); if (sign != "") { print; print "signing_key = \"" sign "\""; next } }
         /^\[mqtt\]/ { while ((getline line < block) > 0) if (line !~ /^#/) print line; skip = 1; next }
         /^\[/ && skip { skip = 0; print "" }
         !skip { print }' "$SRC/deploy/gateway.example.toml" > "$config"

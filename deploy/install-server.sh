@@ -79,6 +79,12 @@ else
     store="sqlite:/var/lib/humus/archive.sqlite"
     state=
 fi
+# The gateway registry: only gateways added with `humus gateway add` are accepted, and those with
+# a signing key must sign (docs/wire.md, Signed batches). Empty until the first gateway is added.
+registry=$(mktemp)
+echo "# Gateways ingest accepts, with their Ed25519 public keys; kept by 'humus gateway add/remove'." > "$registry"
+install_new "$registry" "/etc/humus/gateways.toml" 644 humus
+rm -f "$registry"
 i=1
 while [ "$i" -le "$WORKERS" ]; do
     register "ingest-$i" ingest
@@ -91,6 +97,7 @@ while [ "$i" -le "$WORKERS" ]; do
         echo "client_id = \"ingest-$i\"          # stable: the broker keeps this worker's session under it"
         echo "group = \"humus-ingest\""
         echo "subscription = \"shared\""
+        echo "registry_file = \"/etc/humus/gateways.toml\"   # humus gateway add; unknown gateways refused"
         echo
         [ -f "$CONF/ingest-$i.mqtt.toml" ] && sed -n '/^\[mqtt\]/,$p' "$CONF/ingest-$i.mqtt.toml"
     } > "$config"

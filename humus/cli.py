@@ -19,7 +19,7 @@ from humus import __version__
 from humus.config import ConfigError, one_line
 
 COMMANDS = ("collect", "ingest", "query", "calibrate", "sim", "probe", "demo", "check_config", "gateway", "archive",
-            "alerts")
+            "alerts", "report", "recalibrate", "lab")
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 

@@ -97,7 +97,8 @@ def decode(site: str, gateway: str, schema: str, payload: bytes, max_obs: int, l
     if not (0 <= seq < 2**63 and 0 <= sent_ns < MAX_TIME_NS and 0 < n <= max_obs):
         return None
 
-    names = Counter(map(_NAMES, items))
+    row_names = list(map(_NAMES, items))
+    names = Counter(row_names)
     known = _known.get((site, gateway))
     if known is None:
         if len(_known) >= _KNOWN_GATEWAYS_MAX:
@@ -150,7 +151,7 @@ def decode(site: str, gateway: str, schema: str, payload: bytes, max_obs: int, l
         colons += payload.count(b"\\u003a") + payload.count(b"\\u003A")
         if keys != colons - colons_in_names - schema.count(":"):
             return None
-    return seq, sent_ns, ObservationRows(site, gateway, items, t_min, t_max, n - revs.count(0))
+    return seq, sent_ns, ObservationRows(site, gateway, items, t_min, t_max, n - revs.count(0), row_names)
 
 
 def _names_facts(site: str, gateway: str, key: tuple) -> tuple[int, int] | None:

@@ -30,12 +30,16 @@ _SOURCES = {s.value: s for s in Source}
 class ObservationRows(Sequence[Observation]):
     """The observations of one decoded batch (one site and gateway), built on first access."""
 
-    __slots__ = ("site", "gateway", "rows", "time_min", "time_max", "revised_count", "prepared", "_observations")
+    __slots__ = ("site", "gateway", "rows", "time_min", "time_max", "revised_count", "keys", "prepared",
+                 "_observations")
 
     def __init__(self, site: str, gateway: str, rows: list, time_min: int, time_max: int,
-                 revised_count: int) -> None:
+                 revised_count: int, keys: list | None = None) -> None:
         self.site, self.gateway, self.rows = site, gateway, rows
         self.time_min, self.time_max, self.revised_count = time_min, time_max, revised_count
+        self.keys = keys
+        """Per row, its names (probe, quantity, depth_cm, unit, flag_test, model_id, model_version,
+        source) as the decoder keyed them; the encoder looks each row's tag set up by it."""
         self.prepared: object = None
         """A store's encoding of these rows, made ahead (observatory.stores.influx `prepare`)."""
         self._observations: tuple[Observation, ...] | None = None
@@ -58,6 +62,16 @@ class ObservationRows(Sequence[Observation]):
     def __eq__(self, other: object) -> bool:
         if isinstance(other, (ObservationRows, tuple, list)):
             return self.observations() == tuple(other)
+        return NotImplemented
+
+    def __add__(self, other: object) -> tuple[Observation, ...]:
+        if isinstance(other, (ObservationRows, tuple)):
+            return self.observations() + tuple(other)
+        return NotImplemented
+
+    def __radd__(self, other: object) -> tuple[Observation, ...]:
+        if isinstance(other, tuple):
+            return other + self.observations()
         return NotImplemented
 
     def __hash__(self) -> int:

@@ -48,6 +48,10 @@ class IngestSettings:
     gateways: tuple[str, ...] | None = setting(
         None, check=lambda v: v is None or all(_gateway_ref(g) for g in v),
         expect="a list of 'site/gateway' ids", doc="registry of known gateways; none: accept all")
+    registry_file: str = setting("", doc="gateway registry with public keys (humus gateway add); only those "
+                                         "gateways are accepted, and those with a key must sign")
+    max_seq_jump: int = setting(10_000_000, check=lambda v: 1 <= v <= 2**53, expect="1 to 2**53",
+                                doc="a seq this far past the gateway's highest stored one is rejected")
     max_future_s: float = setting(600.0, check=lambda v: v >= 0, expect="seconds >= 0")
     max_message_bytes: int = setting(MAX_PAYLOAD_BYTES, check=lambda v: 1024 <= v <= MAX_PAYLOAD_BYTES,
                                      expect=f"1024 to {MAX_PAYLOAD_BYTES} bytes")
@@ -112,6 +116,14 @@ def check_observatory_config(cfg: ObservatoryConfig, path: str | Path = "(config
         raise ConfigError(path, "ingest.state_file",
                           "a SQLite file for dead letters and batch seqs (required with a non-sqlite store)")
     cfg.mqtt.check_files(path)
+    if ing.registry_file:
+        from humus.signing import load_registry
+
+        try:
+            load_registry(ing.registry_file)
+        except ValueError as e:
+            raise ConfigError(path, "ingest.registry_file", "a gateway registry written by 'humus gateway add'",
+                              found=str(e)) from None
     _check_store(cfg, path)
 
 

@@ -56,6 +56,13 @@ CREATE TABLE IF NOT EXISTS batch_range (
     last_seq INTEGER NOT NULL,
     PRIMARY KEY (site, gateway, first_seq)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS verified_range (
+    site TEXT NOT NULL,
+    gateway TEXT NOT NULL,
+    first_seq INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    PRIMARY KEY (site, gateway, first_seq)
+) WITHOUT ROWID;
 """
 
 MAX_STORED_PAYLOAD = 4 * 1024 * 1024
@@ -211,16 +218,27 @@ class BatchLedger(_StateFile):
         if seqs:
             run_write(self._con, f"{self.path}: record batches of {site}/{gateway}", self._merge, site, gateway, seqs)
 
-    def record_batches(self, seqs: dict[tuple[str, str], Iterable[int]]) -> None:
-        """Record the batches of several gateways in one transaction (one fsync per store write)."""
-        items = [(s, g, sorted({int(x) for x in v})) for (s, g), v in seqs.items()]
-        items = [it for it in items if it[2]]
-        if items:
+    def record_batches(self, seqs: dict[tuple[str, str], Iterable[int]],
+                       verified: dict[tuple[str, str], Iterable[int]] | None = None) -> None:
+        """Record the batches of several gateways in one transaction (one fsync per store write);
+        `verified`: those whose Ed25519 signature was verified (humus.signing), kept as ranges too."""
+        def runs(d: dict) -> list:
+            items = [(s, g, sorted({int(x) for x in v})) for (s, g), v in d.items()]
+            return [it for it in items if it[2]]
+        items, signed = runs(seqs), runs(verified or {})
+        if items or signed:
             run_write(self._con, f"{self.path}: record batches of {len(items)} gateways",
-                      lambda con: [self._merge(con, s, g, v) for s, g, v in items])
+                      lambda con: [*(self._merge(con, s, g, v) for s, g, v in items),
+                                   *(self._merge(con, s, g, v, "verified_range") for s, g, v in signed)])
+
+    def verified_ranges(self, site: str, gateway: str) -> list[tuple[int, int]]:
+        """Seq ranges of the gateway's batches stored with a verified signature."""
+        return [tuple(r) for r in self._con.execute(
+            "SELECT first_seq, last_seq FROM verified_range WHERE site=? AND gateway=? ORDER BY first_seq",
+            (site, gateway))]
 
     @staticmethod
-    def _merge(con: sqlite3.Connection, site: str, gateway: str, seqs: list[int]) -> None:
+    def _merge(con: sqlite3.Connection, site: str, gateway: str, seqs: list[int], table: str = "batch_range") -> None:
         # Fold the new numbers into runs, then merge each run with the stored
         # ranges it touches or adjoins.
         runs: list[list[int]] = []
@@ -231,13 +249,13 @@ class BatchLedger(_StateFile):
                 runs.append([s, s])
         for first, last in runs:
             touching = con.execute(
-                "SELECT first_seq, last_seq FROM batch_range WHERE site=? AND gateway=? "
+                f"SELECT first_seq, last_seq FROM {table} WHERE site=? AND gateway=? "
                 "AND first_seq<=? AND last_seq>=?", (site, gateway, last + 1, first - 1)).fetchall()
             for f, l in touching:
                 first, last = min(first, f), max(last, l)
-            con.execute("DELETE FROM batch_range WHERE site=? AND gateway=? AND first_seq<=? AND last_seq>=?",
+            con.execute(f"DELETE FROM {table} WHERE site=? AND gateway=? AND first_seq<=? AND last_seq>=?",
                         (site, gateway, last, first))
-            con.execute("INSERT INTO batch_range(site, gateway, first_seq, last_seq) VALUES (?,?,?,?)",
+            con.execute(f"INSERT INTO {table}(site, gateway, first_seq, last_seq) VALUES (?,?,?,?)",
                         (site, gateway, first, last))
 
     def ranges(self, site: str, gateway: str) -> list[tuple[int, int]]:

@@ -19,6 +19,7 @@ import signal
 import threading
 from pathlib import Path
 
+from humus.systemd import feed_watchdog
 from observatory.config import ObservatoryConfig, load_observatory_config, state_path
 from observatory.store import Store, StoreError
 from observatory.worker import IngestWorker
@@ -56,13 +57,25 @@ def run_daemon(config: ObservatoryConfig | str | Path, stop: threading.Event | N
             previous[sig] = signal.signal(sig, _stop)
     log.info("ingest %s: store %s, state %s, %s subscription, MQTT %s", cfg.client_id,
              cfg.ingest.store.split(":", 1)[0], state_path(cfg), cfg.ingest.subscription, cfg.mqtt.protocol)
+    feeding = threading.Thread(target=feed_watchdog, name="sd-notify", daemon=True,
+                               args=(f"ingest {worker.client_id}", lambda: worker.alive_mono, stop,
+                                     lambda: _status_line(worker)))
+    feeding.start()
     try:
         worker.run(stop)
     finally:
+        stop.set()
         store.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 0
+
+
+def _status_line(worker: IngestWorker) -> str:
+    m = worker.metrics
+    return (f"{m.observations_written} observations written, {sum(m.rejected.values())} rejected, "
+            f"broker {'connected' if m.connected else 'DISCONNECTED'}, "
+            f"store {'up' if m.store_down_since_ns is None else 'DOWN'}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,7 @@ selections as a table, CSV or JSON (humus/commands/query.py).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from datetime import datetime, timezone
@@ -111,12 +112,47 @@ def _open(store: str | Store) -> tuple[Store, bool]:
 
 
 def series(store: str | Store, **filters) -> list[SeriesData]:
-    """Matching series as numpy columns, ordered by series key (see `selection` for the filters)."""
+    """Matching series as numpy columns, ordered by series key (filters: `selection` and `iter_series`)."""
+    return list(iter_series(store, **filters))
+
+
+def iter_series(store: str | Store, *, depth=None, model_id: str | None = None, model_version: str | None = None,
+                min_flag=None, versions: str = "newest", every: str | int | None = None, agg: str = "mean",
+                window: str | int | None = None, **sel) -> Iterator[SeriesData]:
+    """`series` one at a time, for exports too large to hold (observatory/filters.py does the work).
+
+    Beyond `selection`'s filters: `depth` (10, or a layer "0:30" / (0, 30)),
+    `model_id`, `model_version`, `min_flag` (the worst QARTOD flag kept:
+    "suspect" keeps pass, not evaluated and suspect), `versions` ("newest"
+    per time, the default, or "all" recalibrated versions side by side),
+    `every` ("1d", or ns) with `agg` mean|min|max|count, and `window`
+    ("30d", or ns): with `since` given, read the archive that much at a time.
+    """
+    from observatory import filters as flt
+    from observatory.aggregate import parse_every
+
+    try:
+        every_ns = every if every is None or isinstance(every, int) else parse_every(every)
+        window_ns = window if window is None or isinstance(window, int) else parse_every(window)
+        f = flt.Filters(depth=flt.parse_depth(depth), model_id=model_id, model_version=model_version,
+                        min_flag=None if min_flag is None else flt.parse_flag(min_flag), versions=versions,
+                        every_ns=every_ns, agg=agg)
+    except ValueError as e:
+        raise StoreError(str(e)) from None
+    now_ns = sel.pop("now_ns", None) or time.time_ns()
+    full = selection(now_ns=now_ns, **sel)
     s, owned = _open(store)
     try:
         if not isinstance(s, ColumnStore):
             raise StoreError(f"{type(s).__name__} cannot answer in columns")
-        return list(s.columns(selection(**filters)))
+        catalogue = flt.read_catalogue(s, full)
+        if window_ns is not None and full.since_ns is None:
+            start = flt.first_time(s, full, now_ns)
+            if start is None:
+                return
+            full = dataclasses.replace(full, since_ns=start)
+        parts = flt.windows(full, window_ns, every_ns, now_ns)
+        yield from flt.head((x for part in parts for x in flt.read(s, part, f, catalogue)), full.limit)
     finally:
         if owned:
             s.close()

@@ -15,9 +15,11 @@ Of two copies of one observation, the gateway's newer one stays stored
 whichever worker writes last (observatory.revisions).
 
 Threads: paho's network thread receives, validates (so decoding overlaps
-the store write in hand) and queues each message, and keeps the connection
+the store write in hand), lets the store encode it ahead (`prepare`: line
+protocol for InfluxDB) and queues each message, and keeps the connection
 alive (reconnecting with back-off); `run()` takes batches from the queue,
-writes, records and acknowledges. `Client.ack` only queues a packet for the
+writes, records and acknowledges. Decoded batches travel as rows
+(humus.obsrows), not as one `Observation` per value. `Client.ack` only queues a packet for the
 network thread, which paho allows from any thread.
 """
 
@@ -150,7 +152,9 @@ class IngestWorker:
             raise
         self.letters, self.ledger, self.revisions = letters, ledger, revisions
         self.validator = Validator(gateways=self.ing.gateways, max_future_s=self.ing.max_future_s,
-                                   max_message_bytes=self.ing.max_message_bytes)
+                                   max_message_bytes=self.ing.max_message_bytes,
+                                   registry_file=self.ing.registry_file or None)
+        self._highest_seq: dict[tuple[str, str], int] = {}
         self.metrics = IngestMetrics()
         self.gaps = GapTracker(grace_ns=int(self.ing.gap_grace_s * 1e9))
         self.resend_requests = GapTracker(grace_ns=int(self.ing.resend_after_s * 1e9))
@@ -164,6 +168,8 @@ class IngestWorker:
         self._logged_rejections: set[tuple[str, str]] = set()
         self._letter_failure_logged = False
         self._client: Any = None
+        self.alive_mono = time.monotonic()
+        """Last turn of the main loop or of a retry (the systemd watchdog is fed only while it moves)."""
         self._prepare: Callable[[Any], None] | None = getattr(store, "prepare", None)
 
     # -- MQTT callbacks (paho network thread) -------------------------------------------------
@@ -273,6 +279,7 @@ class IngestWorker:
         next_tick = time.monotonic() + self.ing.metrics_interval_s
         try:
             while not stop.is_set():
+                self.alive_mono = time.monotonic()
                 items = self._collect(stop, timeout=max(0.0, min(0.5, next_tick - time.monotonic())))
                 if items:
                     try:
@@ -327,7 +334,11 @@ class IngestWorker:
                 continue
             if isinstance(b.site, str) and isinstance(b.gateway, str) \
                     and ID_PATTERN.fullmatch(b.site) and ID_PATTERN.fullmatch(b.gateway):
-                good.append((it, b))
+                jump = self._seq_jump(b, stop)
+                if jump:
+                    rejected.append((it, Rejection.SEQ_JUMP.value, jump))
+                else:
+                    good.append((it, b))
             else:  # the validator should have refused it; the ingest state is keyed by these ids
                 rejected.append((it, Rejection.BAD_VALUE.value, f"site/gateway {ascii(b.site)[:80]}/"
                                  f"{ascii(b.gateway)[:80]} is not an id of 1-64 characters a-z, 0-9 and '-'"))
@@ -361,7 +372,11 @@ class IngestWorker:
         by_gateway: dict[tuple[str, str], list[int]] = {}
         for _, b in stored:
             by_gateway.setdefault((b.site, b.gateway), []).append(b.seq)
-        self._retry("ingest state", lambda: self._record_seqs(by_gateway), stop)
+        verified: dict[tuple[str, str], list[int]] = {}
+        for _, b in stored:
+            if b.signed:
+                verified.setdefault((b.site, b.gateway), []).append(b.seq)
+        self._retry("ingest state", lambda: self._record_seqs(by_gateway, verified), stop)
         for it, reason, message in rejected:
             kept = self._dead_letter(it, reason, message, stop)
             if kept and it.refused_seq is not None:
@@ -394,11 +409,37 @@ class IngestWorker:
             self._client.publish(receipt_topic(*key), payload, qos=1)
         self.metrics.add(receipts=len(stored.keys() | refused.keys()))
 
-    def _record_seqs(self, by_gateway: dict[tuple[str, str], list[int]]) -> None:
+    def _seq_jump(self, b: Batch, stop: threading.Event) -> str | None:
+        """Why `b.seq` is absurd for its gateway (a hostile or broken publisher), or None.
+
+        Beyond 2**53 a seq is not exact as a JSON number in most languages;
+        past the highest stored seq by more than `max_seq_jump`, it would open
+        a hole of years of batches (and every later real batch would look old).
+        """
+        if b.seq >= 2**53:
+            return f"seq {b.seq} is beyond 2**53"
+        key = (b.site, b.gateway)
+        high = self._highest_seq.get(key)
+        if high is None:
+            ranges = self._retry("ingest state", lambda: self.ledger.ranges(*key), stop)
+            high = self._highest_seq[key] = ranges[-1][1] if ranges else 0
+        if b.seq > high + self.ing.max_seq_jump:
+            return (f"seq {b.seq} is {b.seq - high} past the highest stored seq {high} of {b.site}/{b.gateway} "
+                    f"(at most {self.ing.max_seq_jump}, [ingest] max_seq_jump)")
+        return None
+
+    def _record_seqs(self, by_gateway: dict[tuple[str, str], list[int]],
+                     verified: dict[tuple[str, str], list[int]] | None = None) -> None:
         """After the store write: one transaction for all gateways if the ledger offers it."""
+        for key, seqs in by_gateway.items():
+            if seqs and seqs[-1] > self._highest_seq.get(key, -1):
+                self._highest_seq[key] = max(seqs)
         record_batches = getattr(self.ledger, "record_batches", None)
         if record_batches is not None:
-            record_batches(by_gateway)
+            if verified:
+                record_batches(by_gateway, verified)
+            else:
+                record_batches(by_gateway)
             return
         for (site, gw), seqs in by_gateway.items():
             self.ledger.record_many(site, gw, seqs)
@@ -554,6 +595,7 @@ class IngestWorker:
         delay = self.ing.retry_min_s
         stop_deadline: float | None = None
         while True:
+            self.alive_mono = time.monotonic()
             try:
                 result = fn()
             except Exception as e:  # noqa: BLE001 - StoreUnavailable, sqlite3.Error, a bug: hold and retry

@@ -1,4 +1,4 @@
-"""`humus calibrate fit|evaluate|show`: fit spectral SOC models offline, evaluate them, describe them.
+"""`humus calibrate fit|evaluate|predict|show`: fit spectral SOC models offline, evaluate, apply, describe them.
 
 Data files use the layout of shared/data/nirsoil/ (property columns, then one
 column per wavelength in nm). A bad CSV or model file gives one line on
@@ -75,6 +75,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--format", choices=["text", "json"], default="text")
     _selection_args(e)
     e.set_defaults(func=run_evaluate)
+
+    pr = cmds.add_parser("predict", help="predict with a model from a CSV of spectra (e.g. lab cores)",
+                         description="One prediction per row: the row's property columns, then value, "
+                                     "uncertainty, flag, flag_test, Hotelling T2, Q residual, model id and version.")
+    pr.add_argument("--model", required=True, help="model file (.npz)")
+    pr.add_argument("--data", required=True, help="CSV: property columns then one column per wavelength (nm)")
+    pr.add_argument("--kind", choices=["absorbance", "reflectance"],
+                    help="what the CSV spectra are (default: what the model was fitted on)")
+    pr.add_argument("--format", choices=["csv", "json"], default="csv")
+    pr.set_defaults(func=run_predict)
 
     s = cmds.add_parser("show", help="describe a model file")
     s.add_argument("model", help="model file (.npz)")
@@ -405,6 +415,41 @@ def run_evaluate(args: argparse.Namespace) -> int:
           + ", ".join(f"{k} {v}" for k, v in result["flagged"].items())
           + f"; RMSE in domain {fmt(result['rmse_in_domain'])} (n={result['n_in_domain']}), "
             f"outside {fmt(result['rmse_out_of_domain'])}")
+    return 0
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    import csv
+
+    from calibration.dataset import DatasetError, read_spectral_csv
+
+    model = _load_model(args.model)
+    try:
+        ds = read_spectral_csv(args.data)
+    except DatasetError as e:
+        raise _fail(str(e)) from None
+    props = list(ds.columns)
+    out = []
+    for i in range(len(ds)):
+        p = model.predict(ds.wavelengths_nm, ds.spectra[i], kind=args.kind)
+        row = {k: ds.columns[k][i] for k in props}
+        row.update(value=None if math.isnan(p.value) else p.value,
+                   uncertainty=None if math.isnan(p.uncertainty) else p.uncertainty, flag=int(p.flag),
+                   flag_test=p.flag_test or "", t2=None if math.isnan(p.t2) else p.t2,
+                   q=None if math.isnan(p.q) else p.q, model_id=p.model_id, model_version=p.model_version)
+        out.append(row)
+    if args.format == "json":
+        print(json.dumps(out, indent=1))
+        return 0
+    w = csv.writer(sys.stdout, lineterminator="\n")
+    cols = props + ["value", "uncertainty", "flag", "flag_test", "t2", "q", "model_id", "model_version"]
+    w.writerow(cols)
+    for row in out:
+        w.writerow(["" if row[c] is None else repr(row[c]) if isinstance(row[c], float) else row[c] for c in cols])
+    missing = sum(r["value"] is None for r in out)
+    if missing:
+        print(f"humus calibrate: {missing} of {len(out)} spectra could not be predicted (see flag_test); the data "
+              f"must cover the model's {model.grid[0]:g}-{model.grid[-1]:g} nm", file=sys.stderr)
     return 0
 
 

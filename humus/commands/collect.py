@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from collector.config import load_gateway_config
     from collector.daemon import Collector
     from collector.spool import SpoolError
-    from collector.systemd import Notifier
+    from humus.systemd import Notifier
     from humus.cli import CommandError
     from humus.config import ConfigError
 

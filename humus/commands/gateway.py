@@ -53,6 +53,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--out", metavar="DIR", help="where to write the gateway's files (default ./SITE.GATEWAY)")
     a.add_argument("--rotate", action="store_true", help="replace the credentials of a gateway that exists")
     a.add_argument("--config-dir", default="/etc/humus", help="where the files will be on the gateway")
+    a.add_argument("--no-sign", action="store_true",
+                   help="no Ed25519 signing key (default: make one; ingest then accepts only signed batches "
+                        "from this gateway, docs/wire.md 'Signed batches')")
+    a.add_argument("--registry", metavar="FILE",
+                   help=f"the ingest side's gateway registry to update ([ingest] registry_file; default {REGISTRY}, "
+                        "or gateways.toml in --broker-dir when that is not the default)")
     a.set_defaults(func=run_add)
 
     s = gsub.add_parser("service", help="register a central service (an ingest worker or the alerts service)")
@@ -71,8 +77,41 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     r = gsub.add_parser("remove", help="remove a gateway (SITE/GATEWAY) or a service (NAME)")
     r.add_argument("who")
+    r.add_argument("--registry", metavar="FILE", help="the ingest side's gateway registry to update (as for add)")
     r.set_defaults(func=run_remove)
     p.set_defaults(func=lambda args: _usage(p))
+
+
+REGISTRY = "/etc/humus/gateways.toml"
+
+
+def _registry(args: argparse.Namespace) -> Path:
+    if args.registry:
+        return Path(args.registry)
+    return Path(REGISTRY) if args.broker_dir == BROKER_DIR else Path(args.broker_dir) / "gateways.toml"
+
+
+def _update_registry(path: Path, gateway: tuple[str, str], public_key: str | None) -> None:
+    """Set (or, with None, remove) a gateway in the registry ingest reads ([ingest] registry_file).
+
+    Public keys only: the file is 0644. Ingest re-reads it within seconds, no restart needed.
+    """
+    from humus.cli import CommandError
+    from humus.private_files import write_private
+    from humus.signing import load_registry, registry_line
+
+    try:
+        entries = load_registry(path) if path.exists() else {}
+    except ValueError as e:
+        raise CommandError(f"{e}; fix or move the file, then run this again") from None
+    if public_key is None:
+        entries.pop(gateway, None)
+    else:
+        entries[gateway] = public_key
+    text = "# Gateways ingest accepts, with their Ed25519 public keys (\"\" = does not sign).\n" \
+           "# Kept by 'humus gateway add/remove'; read by ingest ([ingest] registry_file).\n"
+    text += "".join(registry_line(s, g, k) for (s, g), k in sorted(entries.items()))
+    write_private(path, text, 0o644)
 
 
 def _usage(p: argparse.ArgumentParser) -> int:
@@ -228,9 +267,18 @@ def run_add(args: argparse.Namespace) -> int:
                             str(conf / "mqtt.password"), tls=True, ca_file=str(conf / "ca.crt"), **cert_args)
         write_private(out / "mqtt.toml", f"# gateway {args.site}/{args.gateway}: the [mqtt] block of "
                                          f"{conf / 'gateway.toml'}\n" + block, 0o644)
+        signing = ""
+        public_key = ""
+        if not args.no_sign:
+            from humus.signing import new_key_pair
+
+            pem, public_key = new_key_pair()
+            write_private(out / "signing.key", pem, 0o600)
+            signing = f'\n# in [gateway] of {conf / "gateway.toml"}:\nsigning_key = "{conf / "signing.key"}"\n'
         users.set(Entry(user, Role.GATEWAY, f"{args.site}/{args.gateway}"), password)
         users.save(args.group)
-    print(block, end="")
+        _update_registry(_registry(args), (args.site, args.gateway), public_key)
+    print(block + signing, end="")
     print(f"\n{'rotated' if args.rotate else 'registered'} gateway {args.site}/{args.gateway} (user {user}); "
           f"its files are in {out}/: copy them to the gateway's {conf}/ "
           f"(deploy/install-gateway.sh --bundle {out}) and delete them here; {RELOAD}")
@@ -303,5 +351,7 @@ def run_remove(args: argparse.Namespace) -> int:
         if not users.remove(user):
             raise CommandError(f"{who}: no such gateway or service in {paths['acl']} (see 'humus gateway list')")
         users.save(args.group)
+        if "/" in who and _registry(args).exists():
+            _update_registry(_registry(args), tuple(who.split("/", 1)), None)
     print(f"removed {who} (user {user}); {RELOAD}")
     return 0

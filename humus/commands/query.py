@@ -49,58 +49,112 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--source", choices=["raw", "calibrated"])
     p.add_argument("--since", metavar="T", help="from this time on (inclusive)")
     p.add_argument("--until", metavar="T", help="before this time (exclusive)")
-    p.add_argument("--format", choices=["table", "csv", "json"], default="table",
-                   help="table (spectra summarised), csv or json (spectra in full); default table")
+    p.add_argument("--depth", metavar="CM", help="one depth (10) or a layer TOP:BOTTOM (0:30, bottom excluded)")
+    p.add_argument("--model-id", metavar="ID", help="only values of this calibration model")
+    p.add_argument("--model-version", metavar="V", help="only values of this model version (default: per time "
+                   "the newest version, recalibrations included)")
+    p.add_argument("--all-versions", action="store_true",
+                   help="every model version side by side instead of the newest per time")
+    p.add_argument("--min-flag", metavar="FLAG",
+                   help="the worst QARTOD flag kept: pass, not_evaluated, suspect, fail (default: all rows; "
+                        "with --every: not_evaluated)")
+    p.add_argument("--every", metavar="INTERVAL", help="aggregate to regular intervals: 15m, 1h, 1d, 1w (UTC-aligned)")
+    p.add_argument("--agg", choices=["mean", "min", "max", "count"], default="mean",
+                   help="aggregate of each interval (default mean)")
+    p.add_argument("--format", choices=["table", "csv", "json", "parquet", "netcdf"], default="table",
+                   help="table (spectra summarised), csv or json (spectra in full) on stdout; parquet or netcdf "
+                        "(CF-1.8 timeSeries) into --out; default table")
+    p.add_argument("--out", metavar="FILE", help="file to write (parquet and netcdf; csv and json too)")
+    p.add_argument("--sites", metavar="FILE", help="sites TOML: latitude and longitude of each site for netcdf")
     p.add_argument("--limit", type=_limit, metavar="N",
-                   help=f"at most N observations (table default {DEFAULT_TABLE_LIMIT}; csv/json: all)")
+                   help=f"at most N observations (table default {DEFAULT_TABLE_LIMIT}; other formats: all)")
     # Let "--since -1h" through: argparse takes any argument starting with "-"
     # for an option unless it looks like a negative number to this matcher.
     p._negative_number_matcher = re.compile(r"^-\d+(\.\d+)?(s|m|min|h|d|w)?$")
     p.set_defaults(func=run)
 
 
+EXPORT_WINDOW = "30d"
+"""Binary exports read the archive a month at a time (observatory.query.iter_series `window`)."""
+
+
 def run(args: argparse.Namespace) -> int:
     from humus.cli import EXIT_FAILURE, EXIT_USAGE, CommandError
     from observatory import query
+    from observatory.export import ExportError
     from observatory.store import StoreError, StoreUnavailable
     from observatory.stores import open_store
 
+    binary = args.format in ("parquet", "netcdf")
+    if binary and not args.out:
+        raise CommandError(f"--format {args.format} writes a file: add --out FILE", EXIT_USAGE)
     limit = args.limit
     if limit is None and args.format == "table":
         limit = DEFAULT_TABLE_LIMIT
+    sites = None
+    if args.sites:
+        from observatory.sites import load_sites
+        sites = load_sites(args.sites)          # ConfigError: one line, exit 2
+    filters = dict(site=args.site, gateway=args.gateway, probe=args.probe, quantity=args.quantity,
+                   source=args.source, since=args.since, until=args.until,
+                   limit=None if limit is None else limit + 1, depth=args.depth, model_id=args.model_id,
+                   model_version=args.model_version, min_flag=args.min_flag,
+                   versions="all" if args.all_versions else "newest", every=args.every, agg=args.agg,
+                   window=EXPORT_WINDOW if binary else None)
     try:
-        sel = query.selection(site=args.site, gateway=args.gateway, probe=args.probe, quantity=args.quantity,
-                              source=args.source, since=args.since, until=args.until,
-                              limit=None if limit is None else limit + 1)
+        query.selection(**{k: filters[k] for k in ("site", "gateway", "probe", "quantity", "source", "since",
+                                                   "until", "limit")})
+        store = open_store(args.store, create=False)
     except query.TimeError as e:
         raise CommandError(str(e), EXIT_USAGE) from None
-    try:
-        store = open_store(args.store, create=False)
     except StoreUnavailable as e:
         raise CommandError(str(e)) from None
     except StoreError as e:
         raise CommandError(str(e), EXIT_USAGE) from None
+    local = args.store.split(":", 1)[0].lower() == "sqlite"
+    counted = [0]
+
+    def stream():
+        for s in query.iter_series(store, **filters):
+            counted[0] += len(s)
+            yield s
     try:
-        data = list(store.columns(sel))
+        data = _peeked(stream())
+        if binary:
+            _export(args, data, sites)
+            more = False
+        else:
+            rows = _rows(data)
+            if limit is not None:
+                rows = list(itertools.islice(rows, limit + 1))
+                more = len(rows) > limit
+                rows = rows[:limit]
+            else:
+                more = False
+            if rows or limit is None:
+                out = open(args.out, "w", encoding="utf-8", newline="") if args.out else sys.stdout
+                try:
+                    {"table": write_table, "csv": write_csv, "json": write_json}[args.format](rows, out)
+                finally:
+                    if args.out:
+                        out.close()
     except StoreUnavailable as e:
         raise CommandError(str(e)) from None
-    except StoreError as e:
+    except (StoreError, ExportError) as e:
         raise CommandError(str(e), EXIT_USAGE) from None
+    except OSError as e:
+        raise CommandError(f"{args.out or 'stdout'}: cannot write ({e.strerror or e}); check the path and free space",
+                           EXIT_FAILURE) from None
     except (sqlite3.DatabaseError, ValueError, TypeError, KeyError, IndexError) as e:
         # An archive file a user names is input: a dropped table or text in a value column is its fault.
-        local = args.store.split(":", 1)[0].lower() == "sqlite"
         raise CommandError(f"{args.store}: {'archive' if local else 'store'} contents this humus cannot read "
                            f"({type(e).__name__}: {str(e)[:120]}); is it a Humus archive, intact?",
                            EXIT_USAGE if local else EXIT_FAILURE) from None
     finally:
         store.close()
-    total = sum(len(s) for s in data)
-    if total == 0:
+    if counted[0] == 0:
         print(f"humus query: no observations match {_describe(args)} in {args.store}", file=sys.stderr)
         return 0
-    more = limit is not None and total > limit
-    rows = itertools.islice(_rows(data), limit)  # streamed: csv/json of millions need no row list
-    {"table": write_table, "csv": write_csv, "json": write_json}[args.format](rows, sys.stdout)
     if more:
         hint = (f"raise --limit (now {limit}) for more" if args.limit is not None else
                 f"a table shows {limit} by default: add --limit N, or --format csv or json for all of them")
@@ -108,9 +162,35 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _peeked(it):
+    """The same iterator with its first item read now (so a bad filter fails before any output is written)."""
+    first = next(it, None)
+    return itertools.chain([] if first is None else [first], it)
+
+
+def _export(args: argparse.Namespace, data, sites) -> None:
+    from observatory import export
+    from observatory.progress import Progress
+
+    bar = Progress(f"humus query: {args.format} {args.out}")
+    try:
+        if args.format == "parquet":
+            n = export.write_parquet(data, args.out, progress=bar.update)
+            skipped = 0
+        else:
+            n, skipped = export.write_netcdf(data, args.out, sites=sites, history="humus query --format netcdf",
+                                             progress=bar.update)
+    finally:
+        bar.finish()
+    note = f"; {skipped} spectra left out (NetCDF holds scalar series: export spectra as parquet)" if skipped else ""
+    if n:
+        print(f"humus query: wrote {n} rows to {args.out}{note}", file=sys.stderr)
+
+
 def _describe(args: argparse.Namespace) -> str:
-    parts = [f"{k}={getattr(args, k)}" for k in ("site", "gateway", "probe", "quantity", "source", "since", "until")
-             if getattr(args, k) is not None]
+    parts = [f"{k}={getattr(args, k)}" for k in ("site", "gateway", "probe", "quantity", "source", "since", "until",
+                                                 "depth", "model_id", "model_version", "min_flag")
+             if getattr(args, k, None) is not None]
     return " ".join(parts) if parts else "(no filter)"
 
 

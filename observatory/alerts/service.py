@@ -353,6 +353,7 @@ class AlertsService:
                      len(self.engine.lifecycle.alerts), via)
             tick = next_tick(self.clock(), interval)
             while not stop.is_set():
+                self.alive_mono = time.monotonic()
                 self.pump()
                 now = self.clock()
                 if now >= tick:
@@ -408,7 +409,16 @@ def run_daemon(cfg: AlertsConfig) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     service = AlertsService(cfg)
-    service.run(stop)
+    service.alive_mono = time.monotonic()
+    from humus.systemd import feed_watchdog
+
+    feeding = threading.Thread(target=feed_watchdog, args=("alerts", lambda: service.alive_mono, stop),
+                               name="sd-notify", daemon=True)
+    feeding.start()
+    try:
+        service.run(stop)
+    finally:
+        stop.set()
     log.info("alerts stopped")
     return 0
 

@@ -209,9 +209,6 @@ def parse_results(lines: Iterable[bytes], what: str, convert: Callable | None = 
     return out
 
 
-_TEXT = ("unit", "flag_test", "model_id", "model_version")
-
-
 def _text_column(col: Sequence) -> np.ndarray:
     """Strings as an object array, "" as None, sharing one str object per distinct value."""
     distinct = set(col)
@@ -234,7 +231,7 @@ def _piece(name: str, tags: dict, columns: list[str], rows: list[list]) -> dict:
              "flag": np.array(flag, dtype=np.float64) if None in flag else np.array(flag, dtype=np.uint8)}
     if legacy:
         unc[unc < 0] = np.nan  # layout 1 wrote -1 for "no uncertainty"
-        for c in ("unit", "flag_test", "model_id", "model_version"):
+        for c in ("unit", "flag_test", "model_id", "model_version"):  # string fields in layout 1
             piece[c] = _text_column(by.get(c, none))
         absent = None
     else:

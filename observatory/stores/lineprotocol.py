@@ -197,14 +197,12 @@ def axis_id(wavelengths: Sequence[float]) -> tuple[str, str]:
 
 _SOURCE_TEXT = {"raw": "raw", "calibrated": "calibrated"}  # Source members hash and compare as their value
 _MAX_CACHED = 100_000
-_tag_sets: dict[tuple[str, str], dict[tuple, str]] = {}
-"""Per site/gateway: the tag set of each series seen (building it was a third of the encoding time)."""
-_tests: dict[str | None, tuple[int, str]] = {}
-"""`_test_code` of each test name seen."""
+_heads_cache: dict[tuple[str, str], dict[tuple, tuple[str, int, str]]] = {}
+"""Per site/gateway, per distinct names of a row: ("humus_obs,<tag set> ", 4 x test code, flag_test field).
+Building the tag set was a third of the encoding time; now it is one dict lookup per row."""
 
-
-_SERIES_KEY = attrgetter("probe", "depth_cm", "quantity", "source", "unit", "model_id", "model_version")
-_FLAG_TEST = attrgetter("flag_test")
+NAMES = attrgetter("probe", "quantity", "depth_cm", "unit", "flag_test", "model_id", "model_version", "source")
+"""The names of a row, as humus.fastdecode keys them (it hands its keys over: `ObservationRows.keys`)."""
 
 
 def _tag_set(site: str, gateway: str, r) -> str:
@@ -219,14 +217,15 @@ def _tag_set(site: str, gateway: str, r) -> str:
                     if v is not None or k in ("gateway", "probe", "quantity", "site"))
 
 
-def _heads(site: str, gateway: str, rows: Sequence) -> list[str]:
-    """"humus_obs,<tag set> " of each row, from a cache of each series' tag set."""
-    cache = _tag_sets.get((site, gateway))
+def _heads(site: str, gateway: str, rows: Sequence, keys: list | None) -> list[tuple[str, int, str]]:
+    """(head, 4 x test code, flag_test field) of each row, from the cache of each distinct set of names."""
+    cache = _heads_cache.get((site, gateway))
     if cache is None:
-        if len(_tag_sets) >= _MAX_CACHED // 10:
-            _tag_sets.clear()
-        cache = _tag_sets[(site, gateway)] = {}
-    keys = list(map(_SERIES_KEY, rows))
+        if len(_heads_cache) >= _MAX_CACHED // 10:
+            _heads_cache.clear()
+        cache = _heads_cache[(site, gateway)] = {}
+    if keys is None:
+        keys = list(map(NAMES, rows))
     heads = list(map(cache.get, keys))
     if None in heads:
         for i, head in enumerate(heads):
@@ -235,7 +234,8 @@ def _heads(site: str, gateway: str, rows: Sequence) -> list[str]:
                 if head is None:
                     if len(cache) >= _MAX_CACHED:
                         cache.clear()
-                    head = cache[keys[i]] = f"{SCALAR},{_tag_set(site, gateway, rows[i])} "
+                    r = rows[i]
+                    head = cache[keys[i]] = (f"{SCALAR},{_tag_set(site, gateway, r)} ", *_test_code(site, gateway, r))
                 heads[i] = head
     return heads
 
@@ -272,6 +272,9 @@ def encode(observations: Iterable[Observation] | Sequence) -> list[str]:
                 if digest not in axes or t < axes[digest][1]:
                     axes[digest] = (text, t)
             continue
+        if isinstance(part, ObservationRows):
+            _encode_rows(part.site, part.gateway, part.rows, lines, axes, part.keys)
+            continue
         for site, gateway, rows in groups(part):
             _encode_rows(site, gateway, rows, lines, axes)
     for digest, (text, t) in axes.items():
@@ -287,25 +290,22 @@ def prepare(rows: ObservationRows) -> None:
         lines: list[str] = []
         axes: dict[str, tuple[str, int]] = {}
         try:
-            _encode_rows(rows.site, rows.gateway, rows.rows, lines, axes)
+            _encode_rows(rows.site, rows.gateway, rows.rows, lines, axes, rows.keys)
         except StoreRejected:
             return
         rows.prepared = (lines, axes)
 
 
-def _encode_rows(site: str, gateway: str, rows: Sequence, lines: list[str], axes: dict) -> None:
-    heads = _heads(site, gateway, rows)
-    tests = list(map(_tests.get, map(_FLAG_TEST, rows)))
-    if None in tests:
-        tests = [t if t is not None else _test(site, gateway, r) for r, t in zip(rows, tests)]
+def _encode_rows(site: str, gateway: str, rows: Sequence, lines: list[str], axes: dict,
+                 keys: list | None = None) -> None:
     add = lines.append
-    for r, head, (qc, named) in zip(rows, heads, tests):
+    for r, (head, qc, named) in zip(rows, _heads(site, gateway, rows, keys)):
         v, u = r.value, r.uncertainty
         if v.__class__ is float and v == v:
             if u is None:
-                add(f"{head}value={v!r},flag={r.flag:d}i,qc={qc + 2}i{named} {r.time_ns}")
+                add(f"{head}value={v!r},flag={r.flag}i,qc={qc + 2}i{named} {r.time_ns}")
             else:
-                add(f"{head}value={v!r},uncertainty={float(u)!r},flag={r.flag:d}i,qc={qc}i{named} {r.time_ns}")
+                add(f"{head}value={v!r},uncertainty={float(u)!r},flag={r.flag}i,qc={qc}i{named} {r.time_ns}")
         elif isinstance(v, (tuple, list)):
             digest, axis_text = axis_id(r.wavelengths_nm)
             if digest not in axes or r.time_ns < axes[digest][1]:
@@ -313,7 +313,7 @@ def _encode_rows(site: str, gateway: str, rows: Sequence, lines: list[str], axes
             _, text = pack_floats(v)
             unc = f"uncertainty={float(u)!r},qc={qc}i" if u is not None else f"qc={qc + ABSENT_UNCERTAINTY}i"
             add(f"{SPECTRUM},{head[len(SCALAR) + 1:-1]} {chunk_fields('values', text)},n_bands={len(v)}i,"
-                f"axis=\"{digest}\",flag={r.flag:d}i,{unc}{named} {r.time_ns}")
+                f"axis=\"{digest}\",flag={r.flag}i,{unc}{named} {r.time_ns}")
         else:
             value = None if v is None else float(v)
             absent = (ABSENT_VALUE if value is None or math.isnan(value) else 0) | (
@@ -321,15 +321,7 @@ def _encode_rows(site: str, gateway: str, rows: Sequence, lines: list[str], axes
             fields = [] if absent & ABSENT_VALUE else [f"value={value!r}"]
             if u is not None:
                 fields.append(f"uncertainty={float(u)!r}")
-            add(f"{head}{','.join(fields + [f'flag={r.flag:d}i', f'qc={qc + absent}i'])}{named} {r.time_ns}")
-
-
-def _test(site: str, gateway: str, r) -> tuple[int, str]:
-    got = _test_code(site, gateway, r)
-    if len(_tests) >= _MAX_CACHED:
-        _tests.clear()
-    _tests[r.flag_test] = got
-    return got
+            add(f"{head}{','.join(fields + [f'flag={r.flag}i', f'qc={qc + absent}i'])}{named} {r.time_ns}")
 
 
 # -- layout 1 (archives written before schema 2) -------------------------------------------------------

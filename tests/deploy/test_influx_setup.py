@@ -78,7 +78,7 @@ def test_ingest_writes_through_the_store_with_the_write_only_user_who_cannot_rea
         store.write([obs])
     finally:
         store.close()
-    q = urllib.parse.urlencode({"db": "humus", "q": "SELECT value FROM humus_observation"}).encode()
+    q = urllib.parse.urlencode({"db": "humus", "q": "SELECT value FROM humus_obs"}).encode()
     status, body = _influx(srv.url, "/query", _creds(conf / "influx-ingest.toml"), q)
     assert "not authorized" in body or status == 403, (status, body)
     reader = open_store(f"{url}?rp=humus&credentials={conf / 'influx-reader.toml'}", create=False)

@@ -123,7 +123,9 @@ def test_server_dry_run_then_install_then_rerun(tmp_path):
     assert doc["mqtt"]["host"] == "127.0.0.1" and doc["mqtt"]["tls"] is False
     # The written configuration is one `humus ingest` accepts (its state directory moved into the root).
     checked = tmp_path / "ingest-2.toml"
-    checked.write_text(ingest2.read_text().replace("/var/lib/humus", str(root / "var/lib/humus")))
+    checked.write_text(ingest2.read_text().replace("/var/lib/humus", str(root / "var/lib/humus"))
+                       .replace("/etc/humus/gateways.toml", str(root / "etc/humus/gateways.toml")))
+    assert doc["ingest"]["registry_file"] == "/etc/humus/gateways.toml"     # unknown gateways refused
     assert humus("check-config", str(checked), check=False).returncode == 0
     before = _snapshot(root)
     again = _run("install-server.sh", "--host", "broker.example.org", "--workers", "2", "--root", str(root),

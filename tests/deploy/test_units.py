@@ -140,3 +140,9 @@ def test_the_collector_daemon_creates_its_spool_0640_even_when_started_with_umas
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
+
+
+def test_ingest_is_a_notify_service_with_a_watchdog():
+    """The daemon sends READY=1 and WATCHDOG=1 (tests/observatory/test_receipts_ingest.py checks it does)."""
+    s = _unit("humus-ingest@.service")["Service"]
+    assert s["Type"] == "notify" and int(s["WatchdogSec"]) > 0 and s["NotifyAccess"] == "main"

@@ -138,3 +138,12 @@ def test_a_missing_value_decodes_as_nan_with_flag_9():
     batch = decode_batch(TOPIC, encode_batch("farm-1", "gw-1", 7, sample(), sent_ns=T0), now_ns=T0)
     missing = batch.observations[3]
     assert math.isnan(missing.value) and missing.flag is QualityFlag.MISSING
+
+
+def test_decoded_observations_behave_as_the_tuple_they_were():
+    payload = encode_batch("farm-1", "gw-1", 7, sample(), sent_ns=T0)
+    rows = decode_batch(TOPIC, payload, now_ns=T0).observations
+    reference = exact(payload).observations
+    assert rows == reference and rows[1:3] == reference[1:3] and rows[-1] is rows[3]
+    assert rows + rows == reference + reference and () + rows == reference
+    assert list(reversed(rows)) == list(reversed(reference)) and rows[0] in rows

@@ -117,3 +117,37 @@ def test_a_batch_refused_for_its_content_is_confirmed_as_refused(tmp_path, mosqu
         assert 7 not in reader.stored()
     pub.close()
     reader.close()
+
+
+def test_the_ingest_daemon_tells_systemd_it_is_ready_and_alive(tmp_path, mosquitto):
+    """Type=notify with WatchdogSec in humus-ingest@.service: READY=1, then WATCHDOG=1 while the loop turns."""
+    import socket
+    import time as _time
+
+    from test_ingest import ingest_process, stop_process, write_config
+
+    path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(0.2)
+    cfg = write_config(tmp_path / "ingest.toml", mosquitto.port, f"sqlite:{tmp_path / 'archive.sqlite'}", "ingest-sd")
+    import os
+
+    os.environ["NOTIFY_SOCKET"], os.environ["WATCHDOG_USEC"] = path, "400000"
+    try:
+        proc = ingest_process(cfg, tmp_path / "ingest.log")
+    finally:
+        del os.environ["NOTIFY_SOCKET"], os.environ["WATCHDOG_USEC"]
+    seen: list[str] = []
+    try:
+        deadline = _time.monotonic() + 30
+        while _time.monotonic() < deadline and seen.count("WATCHDOG=1") < 3:
+            try:
+                seen.extend(sock.recv(4096).decode().split("\n"))
+            except socket.timeout:
+                pass
+        assert "READY=1" in seen and seen.count("WATCHDOG=1") >= 3, seen[-10:]
+        assert seen.index("READY=1") < seen.index("WATCHDOG=1")
+    finally:
+        assert stop_process(proc) == 0
+        sock.close()

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
+import time
+from typing import Callable
 
 
 class Notifier:
@@ -63,3 +66,28 @@ class Notifier:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+
+
+WATCHDOG_STALL_S = 30.0
+"""A main loop that has not turned for this long is hung: the watchdog is starved and systemd restarts us."""
+
+
+def feed_watchdog(name: str, alive_mono: Callable[[], float], stop: threading.Event,
+                  status: Callable[[], str] | None = None, notifier: Notifier | None = None) -> None:
+    """READY=1 at once, then WATCHDOG=1 every WATCHDOG_USEC/2 while `alive_mono()` (the monotonic time of
+    the daemon's last loop turn) stays within WATCHDOG_STALL_S; STOPPING=1 when `stop` is set.
+
+    Run it in a daemon thread beside a single-loop daemon (humus ingest, humus alerts). A daemon that
+    waits for a server that is down is not hung (its loop retries), so it is not restarted for that.
+    """
+    notifier = notifier or Notifier()
+    if not notifier.enabled:
+        return
+    notifier.ready(name)
+    interval = notifier.watchdog_interval_s
+    while not stop.wait(min(interval or 5.0, 5.0)):
+        if interval is not None and time.monotonic() - alive_mono() < WATCHDOG_STALL_S:
+            notifier.watchdog()
+        if status is not None:
+            notifier.status(status())
+    notifier.stopping()
