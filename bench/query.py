@@ -10,6 +10,9 @@ same data:
   json.loads.
 
 ratio = baseline seconds / our seconds (1.0: as fast as raw; target >= 0.5).
+The same data exported as Parquet (`observatory.export.write_parquet` over
+`query.iter_series`, a month at a time, as `humus query --format parquet`)
+is timed beside it: parquet_ratio = baseline seconds / export seconds.
 Loading is timed too, but is not the figure. If the full size would not
 finish within the time budget on this machine, the number of days is
 scaled down after a calibration write, and the bench says so.
@@ -105,6 +108,14 @@ def influx_raw(store, parse: bool) -> int:
     return n
 
 
+def parquet_export(url: str) -> int:
+    """The archive as one Parquet file, as `humus query --format parquet --out FILE` writes it."""
+    from observatory import export
+
+    with tempfile.TemporaryDirectory(prefix="humus-bench-parquet-") as d:
+        return export.write_parquet(query.iter_series(url, window="30d"), Path(d) / "export.parquet")
+
+
 def calibrate(url: str, setup, probes: int) -> float:
     """Seconds per observation to load (the slow part), from a small write."""
     store = setup(url)
@@ -118,8 +129,8 @@ def calibrate(url: str, setup, probes: int) -> float:
 
 def run_backend(name: str, url: str, calib_url: str, setup, probes: int, days: int, budget_s: float, raw_fns) -> dict:
     per_obs = calibrate(calib_url, setup, probes)
-    # Loading dominates; querying (ours and each baseline twice) adds about 70 % to it.
-    estimate = per_obs * probes * days * PER_DAY * 1.7
+    # Loading dominates; querying (ours and each baseline twice) and the Parquet export add about 90 % to it.
+    estimate = per_obs * probes * days * PER_DAY * 1.9
     if estimate > budget_s:
         scaled = max(7, int(days * budget_s / estimate))
         print(f"{name}: full size would take about {estimate:.0f} s here; SCALED DOWN to {scaled} days "
@@ -132,11 +143,16 @@ def run_backend(name: str, url: str, calib_url: str, setup, probes: int, days: i
     ours_s, count = best_of(2, lambda: ours(url))
     assert count == n, f"{name}: query returned {count} values, loaded {n}"
     print(f"{name}: observatory.query.series -> numpy: {ours_s:.2f} s ({n / ours_s:,.0f} values/s)", flush=True)
-    result = {"values": n, "days": days, "ours_s": ours_s}
+    parquet_s, rows = best_of(2, lambda: parquet_export(url))
+    assert rows == n, f"{name}: Parquet export wrote {rows} rows, loaded {n}"
+    print(f"{name}: Parquet export (windows of 30 days): {parquet_s:.2f} s ({n / parquet_s:,.0f} values/s)", flush=True)
+    result = {"values": n, "days": days, "ours_s": ours_s, "parquet_s": parquet_s}
     for label, fn in raw_fns(store):
         raw_s, _ = best_of(2, fn)
-        print(f"{name}: raw baseline {label}: {raw_s:.2f} s; ratio {raw_s / ours_s:.2f}", flush=True)
+        print(f"{name}: raw baseline {label}: {raw_s:.2f} s; ratio {raw_s / ours_s:.2f}, "
+              f"Parquet export ratio {raw_s / parquet_s:.2f}", flush=True)
         result[label] = raw_s / ours_s
+        result["parquet_vs_" + label] = raw_s / parquet_s
     store.close()
     return result
 
@@ -178,8 +194,11 @@ def main() -> int:
     for name, r in results.items():
         parts.append(f"{name}_values={r['values']}")
         parts.append(f"{name}_s={r['ours_s']:.2f}")
+        parts.append(f"{name}_parquet_s={r['parquet_s']:.2f}")
         for k, v in r.items():
-            if k not in ("values", "days", "ours_s"):
+            if k.startswith("parquet_vs_"):
+                parts.append(f"{name}_parquet_ratio_vs_{k[len('parquet_vs_'):]}={v:.2f}")
+            elif k not in ("values", "days", "ours_s", "parquet_s"):
                 parts.append(f"{name}_ratio_vs_{k}={v:.2f}")
     print("RESULT query " + " ".join(parts))
     return 0

@@ -40,15 +40,36 @@ Stocks and trends:
     years_to_detect(rate, noise_sd, interval_years, phi=0.0)
 """
 
-from calibration.applicability import check_applicable, check_moisture_calibration
-from calibration.calibrated import Calibrated
-from calibration.model import LocalSettings, ModelFileError, Prediction, SpectralModel, fit_spectral_model
-from calibration.moisture import (PolynomialCalibration, ec_at_25c, polynomial_vwc, teros12_permittivity,
-                                  teros12_vwc, topp_vwc)
-from calibration.spectra import SavitzkyGolay, absorbance, reflectance, resample, snv
-from calibration.transform import TargetTransform
-from calibration.stock import EsmStock, Layer, cumulative_stock, equivalent_mass_stock, layer_stock, soil_mass_to_depth
-from calibration.trend import Trend, TrendFit, fit_trend, stock_trend, years_to_detect
+import importlib as _importlib
+
+# The names above, each imported from its module on first use (PEP 562): `import calibration.applicability`
+# on a gateway configured without spectra then loads neither numpy nor the model code.
+_SOURCES = {
+    "applicability": ("check_applicable", "check_moisture_calibration"),
+    "calibrated": ("Calibrated",),
+    "model": ("LocalSettings", "ModelFileError", "Prediction", "SpectralModel", "fit_spectral_model"),
+    "moisture": ("PolynomialCalibration", "ec_at_25c", "polynomial_vwc", "teros12_permittivity", "teros12_vwc",
+                 "topp_vwc"),
+    "spectra": ("SavitzkyGolay", "absorbance", "reflectance", "resample", "snv"),
+    "transform": ("TargetTransform",),
+    "stock": ("EsmStock", "Layer", "cumulative_stock", "equivalent_mass_stock", "layer_stock", "soil_mass_to_depth"),
+    "trend": ("Trend", "TrendFit", "fit_trend", "stock_trend", "years_to_detect"),
+}
+_MODULE_OF = {name: module for module, names in _SOURCES.items() for name in names}
+
+
+def __getattr__(name: str):
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'calibration' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(f"calibration.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_MODULE_OF))
+
 
 __all__ = [
     "Calibrated", "LocalSettings", "ModelFileError", "Prediction", "SpectralModel", "fit_spectral_model",

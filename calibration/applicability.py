@@ -11,9 +11,10 @@ refuse. An empty list means nothing is wrong.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np   # imported in check_applicable: the moisture check must not load numpy on a gateway
 
 INPUT_KINDS = ("absorbance", "reflectance", "counts")
 MAX_SPACING_RATIO = 4.0
@@ -30,6 +31,8 @@ def check_applicable(model: Any, probe_wavelengths_nm: Sequence[float] | np.ndar
     probe reports no spectrum); `input_kind`: what its values are
     ("counts" need dark and white references, `has_references`).
     """
+    import numpy as np
+
     who = f"probe {probe}: " if probe else ""
     name = f"spectral model {model.id} v{model.version}"
     grid = np.asarray(model.grid, dtype=float)

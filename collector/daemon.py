@@ -47,6 +47,18 @@ class _Probe:
     transport: Any
 
 
+@dataclass(slots=True)
+class _Polled:
+    """One poll read and processed, waiting for its port's store at the end of its slot."""
+
+    probe: _Probe
+    slot_ns: int
+    reading: Any
+    synced: bool
+    observations: list
+    qc_state: dict[str, str]
+
+
 def build_probes(cfg: GatewayConfig, qc_state: dict[str, str] | None = None) -> dict[str, list[_Probe]]:
     """Drivers, transports and pipelines grouped by port; ConfigError for what cannot be built.
 
@@ -335,7 +347,7 @@ class Collector:
 
     def _restart_worker(self, i: int, old: PortWorker) -> None:
         log.warning("restarting the poller of port %s", old.port)
-        w = PortWorker(old.port, old.probes, self._workers_stop)
+        w = PortWorker(old.port, old.probes, self._workers_stop, flush=old.flush)
         w.start()
         self.workers[i] = w
 
@@ -352,7 +364,7 @@ class Collector:
         for port, probes in self._probes.items():
             sched = [ScheduledProbe(p.settings.id, p.settings.interval_s, self._poller(p),
                                     on_overrun=self._overrun_counter(p.settings.id)) for p in probes]
-            w = PortWorker(port, sched, self._workers_stop)
+            w = PortWorker(port, sched, self._workers_stop, flush=self._flusher(port))
             w.start()
             self.workers.append(w)
         for name in [n for n in self._supervised if n.startswith("port ")]:
@@ -374,58 +386,86 @@ class Collector:
         return count
 
     def _poller(self, p: _Probe):
-        probe_id = p.settings.id
+        """poll(slot): read and process one probe; the port's flush stores it with the rest of its slot."""
+        port = p.settings.port
 
-        def poll(slot_ns: int) -> None:
+        def poll(slot_ns: int) -> _Polled:
+            spool = self.spool
+            if spool is not None:
+                spool.expect(port)     # other ports' commits of this slot may wait for ours
             reading = p.driver.read()
             synced = self.clock.synced(reading.time_ns)
             observations, qc_state = p.pipeline.process(reading, slot_ns, synced)
+            return _Polled(p, slot_ns, reading, synced, observations, qc_state)
+        return poll
+
+    def _flusher(self, port: str):
+        def flush(polled: list[_Polled]) -> None:
             spool = self.spool
             if spool is None:
                 return
-            result = self._store(spool, probe_id, observations, qc_state)
-            with self.state.lock:
-                ps = self.state.probes[probe_id]
-                previous = ps.state
-                ps.state = reading.status.value
-                ps.message = reading.message
-                ps.port_state = getattr(p.transport, "state", "?")
-                ps.last_poll_ns = reading.time_ns
-                ps.polls += 1
-                ps.slots = (ps.slots + [slot_ns])[-50:]
-                if reading.ok:
-                    ps.last_ok_ns = reading.time_ns
-                else:
-                    ps.failures += 1
-                self.state.clock["synced"] = synced
-            if previous != ps.state:
-                if reading.ok:
-                    if previous != "starting":
-                        log.info("probe %s on %s: back to ok", probe_id, p.settings.port)
-                else:
-                    log.warning("probe %s on %s: %s (%s); check the probe, its cable and its address", probe_id,
-                                p.settings.port, reading.status.value, reading.message or "no message")
-                    if self.publisher:
-                        self.publisher.alert("probe_state", probe_id, f"probe {probe_id}: {reading.status.value}",
-                                             state=reading.status.value)
-                if self.publisher:
-                    self.publisher.heartbeat_now()
+            if not polled:
+                spool.withdraw(port)
+                return
+            result = self._store(spool, port, polled)
+            for x in polled:
+                self._record(x)
             if result.dropped:
                 self._report_drops(result)
-        return poll
+        return flush
 
-    def _store(self, spool: Spool, probe_id: str, observations: list, qc_state: dict[str, str]) -> AppendResult:
-        """Spool one poll; a poll the spool refuses is counted and alerted (once per episode), never raised."""
+    def _record(self, x: _Polled) -> None:
+        """A stored (or refused) poll in the probe's state; a change of state is logged and alerted."""
+        reading, probe_id, p = x.reading, x.probe.settings.id, x.probe
+        with self.state.lock:
+            ps = self.state.probes[probe_id]
+            previous = ps.state
+            ps.state = reading.status.value
+            ps.message = reading.message
+            ps.port_state = getattr(p.transport, "state", "?")
+            ps.last_poll_ns = reading.time_ns
+            ps.polls += 1
+            ps.slots.append(x.slot_ns)
+            del ps.slots[:-50]
+            if reading.ok:
+                ps.last_ok_ns = reading.time_ns
+            else:
+                ps.failures += 1
+            self.state.clock["synced"] = x.synced
+        if previous != ps.state:
+            if reading.ok:
+                if previous != "starting":
+                    log.info("probe %s on %s: back to ok", probe_id, p.settings.port)
+            else:
+                log.warning("probe %s on %s: %s (%s); check the probe, its cable and its address", probe_id,
+                            p.settings.port, reading.status.value, reading.message or "no message")
+                if self.publisher:
+                    self.publisher.alert("probe_state", probe_id, f"probe {probe_id}: {reading.status.value}",
+                                         state=reading.status.value)
+            if self.publisher:
+                self.publisher.heartbeat_now()
+
+    def _store(self, spool: Spool, port: str, polled: list[_Polled]) -> AppendResult:
+        """Spool the polls of one port's slot in one append (one commit with the other ports' of that slot).
+
+        A commit the spool refuses is counted (its polls and observations) and alerted once per episode,
+        never raised.
+        """
+        observations = [o for x in polled for o in x.observations]
+        qc_state: dict[str, str] = {}
+        for x in polled:
+            qc_state.update(x.qc_state)
         try:
-            result = spool.append(observations, qc_state)
+            result = spool.append(observations, qc_state, writer=port)
         except SpoolError as e:
             with self.state.lock:
-                self.state.spool_failures += 1
+                self.state.spool_failures += len(polled)
                 self.state.spool_lost_observations += len(observations)
                 first, self._spool_failing = not self._spool_failing, True
             if first:
-                log.error("%s; the observations of probe %s, and of every poll until the spool takes writes again, "
-                          "are lost (counted in the status as spool.lost_observations)", e, probe_id)
+                probes = ", ".join(x.probe.settings.id for x in polled)
+                log.error("%s; the observations of probe(s) %s, and of every poll until the spool takes writes "
+                          "again, are lost (counted in the status as spool.lost_observations)", e, probes)
                 if self.publisher:
                     self.publisher.alert("spool_failure", self.config.gateway.id,
                                          f"observations cannot be spooled: {e}", path=str(spool.path))

@@ -11,6 +11,11 @@ the transport's back-off); other ports never wait for it.
 
 A poll that ends after the probe's next slot is an overrun: the missed slots
 are skipped (not queued), counted per probe, and reported in the heartbeat.
+
+What a poll returns is held until the port's run of polls of that slot is
+over, then handed to `flush` at once: the collector stores every probe of a
+bus polled in one slot in one spool commit (with the other ports' polls of
+that slot, `collector.spool`'s group commit), not one per probe.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +39,7 @@ def next_slot_ns(now_ns: int, interval_s: float) -> int:
 class ScheduledProbe:
     probe_id: str
     interval_s: float
-    poll: Callable[[int], None]      # poll(slot_ns): read, process, spool
+    poll: Callable[[int], Any]       # poll(slot_ns): read and process; what it returns goes to the flush
     next_ns: int = 0
     overruns: int = 0
     on_overrun: Callable[[int], None] | None = None
@@ -44,11 +49,14 @@ class PortWorker:
     """The thread that polls every probe of one port, each at its own slots."""
 
     def __init__(self, port: str, probes: list[ScheduledProbe], stop: threading.Event,
-                 clock_ns: Callable[[], int] = time.time_ns) -> None:
+                 clock_ns: Callable[[], int] = time.time_ns,
+                 flush: Callable[[list[Any]], None] | None = None) -> None:
         self.port = port
         self.probes = probes
         self.stop = stop
         self.clock_ns = clock_ns
+        self.flush = flush             # flush(results of one slot's polls), e.g. spool them in one commit
+        self._pending: list[Any] = []
         self.alive_mono = time.monotonic()
         self.died_of = ""              # why the thread ended, if not by `stop` (the collector restarts it)
         now = clock_ns()
@@ -70,6 +78,19 @@ class PortWorker:
         except BaseException as e:  # noqa: BLE001 - e.g. a library's sys.exit(); the collector restarts us
             self.died_of = f"{type(e).__name__}: {e}"
             log.error("port %s: polling stopped by %s; the collector restarts it", self.port, self.died_of)
+        finally:
+            self._flush()     # what was read before the stop (or the death) is still stored
+
+    def _flush(self) -> None:
+        if self.flush is None:
+            return
+        pending, self._pending = self._pending, []
+        try:
+            self.flush(pending)
+        except Exception as e:  # noqa: BLE001 - a bug in storing must not stop the bus
+            log.error("port %s: storing %d poll(s) failed unexpectedly (%s: %s); this is a bug, please report it "
+                      "with the debug log", self.port, len(pending), type(e).__name__, e)
+            log.debug("flush failure on port %s", self.port, exc_info=True)
 
     def _loop(self) -> None:
         while not self.stop.is_set():
@@ -93,7 +114,9 @@ class PortWorker:
                 continue
             slot = due.next_ns
             try:
-                due.poll(slot)
+                result = due.poll(slot)
+                if result is not None and self.flush is not None:
+                    self._pending.append(result)
             except Exception as e:  # noqa: BLE001 - one probe's bug must not stop its bus
                 log.error("probe %s on port %s: poll failed unexpectedly (%s: %s); the next slot is kept; this is "
                           "a bug, please report it with the debug log", due.probe_id, self.port, type(e).__name__, e)
@@ -109,4 +132,6 @@ class PortWorker:
                         due.on_overrun(missed)
                 nxt = next_slot_ns(end, due.interval_s)
             due.next_ns = nxt
+            if self.flush is not None and not any(p.next_ns <= slot for p in self.probes):
+                self._flush()    # the run of this slot is over: every probe of it in one store
 

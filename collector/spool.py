@@ -4,7 +4,9 @@ Life of an observation, each step one SQLite transaction:
 
 1. `append`: the observations of one poll are inserted into ``obs`` in one
    transaction; with ``synchronous=FULL`` the commit is the one fsync of that
-   poll (never one per observation). Only then are they published.
+   poll (never one per observation). Only then are they published. Appends
+   of several threads (the pollers of several ports, polled in the same
+   slot) share one transaction, a group commit: see "Group commit" below.
 2. `form_batch`: the oldest unsent rows (live or backlog, see below) move
    into ``batches`` as one encoded MQTT payload under the next per-gateway
    sequence number, in one fsync'ed transaction that also advances the
@@ -55,6 +57,17 @@ The disk may still fill under the spool (another program's logs). So:
   https://www.sqlite.org/lang_transaction.html, "Response To Errors Within A
   Transaction"), so the real error is what is reported.
 
+Group commit: the first append to arrive leads a group; appends arriving
+while it waits or commits join the next group. The leader waits (at most
+`group_window_s`) for the writers that announced an append with `expect`
+and have not yet made it (the pollers of other ports still reading their
+probes in the same slot), then commits every append of its group in one
+transaction: one fsync per poll cycle across ports, not one per probe. Every
+append still returns only after the commit that holds it, with that commit's
+outcome (its error is raised in each of its appends), so a power cut never
+loses a poll whose append returned. A writer that announced and is slow (a
+probe timing out) costs the others at most the window, never its data.
+
 The WAL is checkpointed every `_wal_budget` bytes and truncated back to
 that size afterwards (``wal_autocheckpoint``, ``journal_size_limit``,
 https://www.sqlite.org/pragma.html): without that, every small commit
@@ -64,13 +77,12 @@ appended a 4 KiB page to a WAL that was never reset, and a 2 MB quota took
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Literal, Sequence, TypeVar
 
@@ -78,8 +90,9 @@ from humus.receipts import to_ranges
 from humus.signing import sign_payload
 
 from collector.disk_reserve import DiskReserve, free_bytes, total_bytes
+from collector.obs_json import observation_json
 from humus.records import Observation
-from humus.wire import SCHEMA, observation_to_dict
+from humus.wire import SCHEMA
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -93,6 +106,9 @@ DISK_SLACK = 64 * 1024
 """Kept free on the filesystem beyond the WAL's growth: a few pages, and a margin for other writers."""
 DEFAULT_RESERVE_BYTES = 576 * 1024
 """Room to form and delete one batch of the default 256 KiB: both are copied into the WAL."""
+GROUP_WINDOW_S = 0.05
+"""How long a group commit waits at most for announced appends (`Spool.expect`): the pollers of one
+slot finish within a few ms of each other on a quiet bus, tens of ms on two busy cores."""
 
 # SQLite primary result codes (https://www.sqlite.org/rescode.html)
 _SQLITE_PERM, _SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_CANTOPEN, \
@@ -138,6 +154,18 @@ class AppendResult:
     reason: Literal["quota", "disk_full"] | None = None      # which limit made the room
 
 
+@dataclass(slots=True)
+class _Append:
+    """One append waiting for its group's commit."""
+
+    rows: list[tuple[int, str]]
+    qc_state: dict[str, str] | None
+    size: int
+    done: bool = False
+    result: AppendResult = field(default_factory=AppendResult)
+    error: BaseException | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class SpoolStats:
     unsent_observations: int    # rows not yet in a batch
@@ -162,13 +190,22 @@ class Spool:
     """One gateway's spool file; thread-safe (one connection behind a lock)."""
 
     def __init__(self, path: str | Path, *, site: str, gateway: str, quota_bytes: int,
-                 reserve_bytes: int = DEFAULT_RESERVE_BYTES, sign: Callable[[bytes], bytes] | None = None) -> None:
+                 reserve_bytes: int = DEFAULT_RESERVE_BYTES, sign: Callable[[bytes], bytes] | None = None,
+                 group_window_s: float = GROUP_WINDOW_S) -> None:
         self.path = Path(path)
         self.sign = sign
         """Ed25519 signer (humus.signing): a batch is signed once, when formed, and re-sent as it is."""
         self.site, self.gateway = site, gateway
         self.quota_bytes = int(quota_bytes)
         self._lock = threading.Lock()
+        # Group commit (see the module's docstring); all under _group.
+        self.group_window_s = group_window_s
+        self._group = threading.Condition(threading.Lock())
+        self._queue: list[_Append] = []
+        self._leading = False
+        self._expected: set[str] = set()
+        self.commits = 0           # append transactions committed (each one fsync)
+        self.appends = 0           # appends they held
         self._reserve = DiskReserve(self.path.with_name(self.path.name + ".reserve"), reserve_bytes)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -325,14 +362,68 @@ class Spool:
                          (key, value))
 
     # -- 1. append -------------------------------------------------------------
-    def append(self, observations: Sequence[Observation], qc_state: dict[str, str] | None = None) -> AppendResult:
+    def expect(self, writer: str) -> None:
+        """`writer` (a port's poller) is reading a probe and will append soon: a group commit may wait for it."""
+        with self._group:
+            self._expected.add(writer)
+
+    def withdraw(self, writer: str) -> None:
+        """`writer` announced an append it will not make (its polls failed before producing anything)."""
+        with self._group:
+            self._expected.discard(writer)
+            self._group.notify_all()
+
+    def append(self, observations: Sequence[Observation], qc_state: dict[str, str] | None = None, *,
+               writer: str | None = None) -> AppendResult:
         """Store one poll's observations (and the QC state they advanced) in one durable transaction.
 
-        Returns what had to be dropped to make room; raises SpoolError when the poll cannot be stored.
+        The transaction may hold other threads' appends too (group commit); this returns after it is
+        committed. Returns what had to be dropped to make room (the whole group's drops are reported
+        by one of its appends); raises SpoolError when the poll cannot be stored. `writer` ends an
+        announcement made with `expect`.
         """
-        rows = [(o.time_ns, json.dumps(observation_to_dict(o), separators=(",", ":"), allow_nan=False))
-                for o in observations]
-        size = sum(len(b) for _, b in rows)
+        rows = [(o.time_ns, observation_json(o)) for o in observations]
+        item = _Append(rows, qc_state, sum(len(b) for _, b in rows))
+        with self._group:
+            self._queue.append(item)
+            if writer is not None:
+                self._expected.discard(writer)
+            self._group.notify_all()
+            while self._leading and not item.done:
+                self._group.wait()
+            if not item.done:
+                self._leading = True
+                deadline = time.monotonic() + self.group_window_s
+                while self._expected:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._group.wait(left)
+                group, self._queue = self._queue, []
+        led = not item.done
+        if led:
+            try:
+                self._commit(group)
+            finally:
+                with self._group:
+                    for it in group:
+                        it.done = True
+                    self._leading = False
+                    self._group.notify_all()
+        e = item.error
+        if e is not None:
+            # One exception object per thread: the leader's own, a copy in the others.
+            raise e if led or not isinstance(e, SpoolError) else SpoolError(str(e))
+        return item.result
+
+    def _commit(self, group: list[_Append]) -> None:
+        """One transaction for every append of `group`; each gets the outcome (result or error)."""
+        rows = [r for it in group for r in it.rows]
+        qc_state: dict[str, str] = {}
+        for it in group:
+            if it.qc_state:
+                qc_state.update(it.qc_state)
+        size = sum(it.size for it in group)
 
         def body(retry: bool) -> tuple[int, int, Literal["quota", "disk_full"] | None]:
             # On the retry after SQLITE_FULL, drop twice the poll more: the insert reuses the freed pages.
@@ -344,11 +435,18 @@ class Spool:
                     "ON CONFLICT(series) DO UPDATE SET state = excluded.state", qc_state.items())
             return dropped
 
-        with self._lock:
-            self._restore_reserve()
-            n, freed, reason = self._transaction("storing a poll", body, drain=False)
-            self._bytes += size - freed
-        return AppendResult(n, reason if n else None)
+        try:
+            with self._lock:
+                self._restore_reserve()
+                n, freed, reason = self._transaction("storing a poll", body, drain=False)
+                self._bytes += size - freed
+                self.commits += 1
+                self.appends += len(group)
+        except BaseException as e:  # noqa: BLE001 - handed to every append of the group, raised there
+            for it in group:
+                it.error = e
+            return
+        group[0].result = AppendResult(n, reason if n else None)
 
     def _make_room(self, size: int, extra: int = 0) -> tuple[int, int, Literal["quota", "disk_full"] | None]:
         """Drop the oldest unsent data until `size` more bytes fit; (observations, bytes, which limit)."""

@@ -11,6 +11,8 @@ command -v prometheus-alertmanager >/dev/null 2>&1 || missing="$missing promethe
 # tests/deploy: `systemd-analyze verify` on the units, openssl beside the certificates it checks.
 command -v systemd-analyze >/dev/null 2>&1 || missing="$missing systemd"
 command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
+# tests/observatory/test_report.py opens the soil carbon report in headless Chromium.
+command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
 [ -z "$missing" ] && exit 0
 SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
 echo "Installing test servers:$missing"

@@ -82,20 +82,24 @@ def aggregate(s: SeriesData, every_ns: int, agg: Aggregate = "mean",
     out_value = np.where(none & (agg != "count"), np.nan, out_value)
     worst = np.maximum.reduceat(np.where(usable, flag, 0).astype(np.uint8), starts)
     out_flag = np.where(none, np.uint8(QualityFlag.MISSING), worst).astype(np.uint8)
-    labels = [_labels(s, order[a:b]) for a, b in zip(starts, np.r_[starts[1:], n])]
-    unit = [("1" if agg == "count" else lab[0]) for lab in labels]
+    ends = np.r_[starts[1:], n]
+    unit, model_id, model_version = (_labels(col, order, starts, ends) for col in (s.unit, s.model_id,
+                                                                                   s.model_version))
+    if agg == "count":
+        unit = np.full(len(starts), "1", dtype=object)
     return SeriesData(s.site, s.gateway, s.probe, s.depth_cm, s.quantity, s.source,
                       time_ns=bins[starts] * every_ns, value=out_value, uncertainty=out_unc, flag=out_flag,
-                      unit=np.array(unit, dtype=object),
-                      flag_test=np.array([("no_usable_value" if e else None) for e in none], dtype=object),
-                      model_id=np.array([lab[1] for lab in labels], dtype=object),
-                      model_version=np.array([lab[2] for lab in labels], dtype=object))
+                      unit=unit, flag_test=np.array([("no_usable_value" if e else None) for e in none], dtype=object),
+                      model_id=model_id, model_version=model_version)
 
 
-def _labels(s: SeriesData, rows: np.ndarray) -> tuple:
-    """(unit, model id, model version) of a bin: the value when all its rows agree, else None (mixed)."""
-    out = []
-    for col in (s.unit, s.model_id, s.model_version):
-        distinct = {col[i] for i in rows}
-        out.append(distinct.pop() if len(distinct) == 1 else None)
-    return tuple(out)
+def _labels(col, order: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """A text column per bin: its value when all the bin's rows agree, else None (mixed)."""
+    col = np.asarray(col, dtype=object)
+    if len(col) and (col == col[0]).all():          # the usual case: one unit, one model
+        return np.full(len(starts), col[0], dtype=object)
+    out = np.empty(len(starts), dtype=object)
+    for k, (a, b) in enumerate(zip(starts, ends)):
+        distinct = set(col[order[a:b]].tolist())
+        out[k] = distinct.pop() if len(distinct) == 1 else None
+    return out

@@ -135,7 +135,7 @@ def write_parquet(stream: Iterable[SeriesData], path: str | Path,
                     rows += pending_rows
                     pending, pending_rows = [], 0
                     if progress:
-                        progress(rows, "rows")
+                        progress(rows, f"{rows} rows")
             if pending:
                 writer.write_table(pa.concat_tables(pending), row_group_size=PARQUET_ROWS_PER_GROUP)
                 rows += pending_rows
@@ -279,7 +279,7 @@ def write_netcdf(stream: Iterable[SeriesData], path: str | Path, sites: Mapping 
                 w.block(block)
                 block = []
                 if progress:
-                    progress(w.obs, "rows")
+                    progress(w.obs, f"{w.obs} rows")
             if len(s):
                 block.append(s)
         if block:

@@ -13,7 +13,10 @@ from typing import TextIO
 
 
 class Progress:
-    """`update(done, note)` at any rate; the terminal line is redrawn at most every `every_s` seconds."""
+    """`update(done, note)` at any rate; the terminal line is redrawn at most every `every_s` seconds.
+
+    The line shows `note` (what is being done, in words), after done/total when a total is known.
+    """
 
     def __init__(self, label: str, total: int | None = None, stream: TextIO | None = None,
                  enabled: bool | None = None, every_s: float = 0.2) -> None:
@@ -32,8 +35,8 @@ class Progress:
         if not force and now - self._last < self.every_s:
             return
         self._last = now
-        share = f"{done}/{self.total} ({done / self.total:.0%})" if self.total else f"{done}"
-        text = f"{self.label}: {share}" + (f" {note}" if note else "") + f", {now - self._start:.0f} s"
+        share = f"{done}/{self.total} ({done / self.total:.0%}) " if self.total else ""
+        text = f"{self.label}: {share}{note or done}, {now - self._start:.0f} s"
         self.stream.write("\r" + text.ljust(self._width))
         self.stream.flush()
         self._width = len(text)

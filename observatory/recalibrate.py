@@ -97,7 +97,7 @@ def recalibrate(store, model, *, quantity: str = "soc", site: str | None = None,
                         res.written += len(pending)
                         pending = []
             if progress is not None:
-                progress(n, f"of {len(parts)} windows, {res.spectra} spectra")
+                progress(n, f"window {n} of {len(parts)}, {res.spectra} spectra")
         if pending:
             store.write(pending)
             res.written += len(pending)

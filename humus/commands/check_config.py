@@ -1,4 +1,4 @@
-"""`humus check-config FILE`: validate a gateway or observatory configuration."""
+"""`humus check-config FILE`: validate a gateway or observatory configuration, or a sites file."""
 
 from __future__ import annotations
 
@@ -33,7 +33,13 @@ def run(args: argparse.Namespace) -> int:
         acfg = load_alerts_config(args.file)
         print(f"{args.file}: ok, alerts on the {acfg.store.split(':', 1)[0]} store, notifying via "
               + ("Alertmanager" if acfg.alerts.alertmanager.url else "the built-in notifier"))
+    elif "sites" in data:
+        from observatory.sites import load_sites
+
+        sites = load_sites(args.file)
+        print(f"{args.file}: ok, {len(sites)} site(s): "
+              + ", ".join(f"{s.id} ({len(s.layers)} layers)" for s in sites.values()))
     elif "gateway" not in data and "ingest" not in data:
-        raise ConfigError(args.file, "", "a [gateway] table (collector), or an [ingest] or [alerts] table "
-                                         "(observatory)")
+        raise ConfigError(args.file, "", "a [gateway] table (collector), an [ingest] or [alerts] table "
+                                         "(observatory), or [sites] (site descriptions)")
     return 0

@@ -15,7 +15,7 @@ import sys
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("lab", help="import soil-core lab results; compare them with the sensor estimates",
-                       description="Lab results of soil cores (SOC %%, bulk density, optionally spectra), stored "
+                       description="Lab results of soil cores (SOC %, bulk density, optionally spectra), stored "
                                    "beside the sensor series and paired with them (docs/researchers.md).")
     cmds = p.add_subparsers(dest="lab_command", metavar="ACTION")
     p.set_defaults(func=lambda args: (p.print_help(sys.stderr), 2)[1])

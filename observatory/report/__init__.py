@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import importlib.util
 import json
 import math
 import os
@@ -46,10 +47,8 @@ def build_report(store, sites: Sequence, out_dir: str | Path, every: str | int =
     from observatory.report import figures as fig
     from observatory.report import html
 
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise ReportError("figures need matplotlib: pip install 'humus[report]'") from None
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ReportError("figures need matplotlib: pip install 'humus[report]'")
     every_ns = every if isinstance(every, int) else parse_every(every)
     out = Path(out_dir)
     try:

@@ -193,6 +193,7 @@ def sites(analyses: list[SiteAnalysis], path: Path) -> Path | None:
     ax.axvline(fitted[0].trend.target_per_mille, color=TARGET, linestyle="--", label="4 per 1000 target")
     ax.axvline(0, color="#666666", linewidth=0.8)
     ax.set_yticks(y, [a.site.title for a in fitted], fontsize=8)
+    ax.set_ylim(-0.7, len(fitted) - 0.3)
     ax.set_xlabel("SOC stock change, per mille of the baseline per year (95 % CI)")
     ax.legend(fontsize=7, frameon=False)
     ax.grid(alpha=0.3, axis="x")

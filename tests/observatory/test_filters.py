@@ -58,7 +58,7 @@ QUERIES = [
     dict(quantity="soc", every="1d", agg="max", min_flag="suspect"),
     dict(quantity="vwc", limit=30),
     dict(limit=5),
-    dict(quantity="soc", since="2026-01-01T06:00", window="3h"),
+    dict(quantity="soc", since="2026-01-01T06:00", until="2026-01-02T06:00", window="3h"),
 ]
 
 

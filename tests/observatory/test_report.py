@@ -96,3 +96,20 @@ def test_report_mistakes_are_one_line(sqlite_store_url, tmp_path, capsys):
     assert main(["report", "--store", f"sqlite:{tmp_path / 'none.sqlite'}", "--sites", str(sites),
                  "--out", str(tmp_path / "r")]) == 2
     assert "no archive at" in capsys.readouterr().err
+
+
+def test_progress_is_one_line_rewritten_on_a_terminal_and_silent_elsewhere():
+    import io
+
+    from observatory.progress import Progress
+
+    tty = io.StringIO()
+    bar = Progress("humus report", stream=tty, enabled=True, every_s=0)
+    bar.update(1, "reading north-field")
+    bar.update(2, "figure north-field-card")
+    bar.finish()
+    text = tty.getvalue()
+    assert text.count("\r") >= 3 and "\n" not in text and "figure north-field-card" in text
+    quiet = io.StringIO()
+    Progress("humus report", stream=quiet).update(1, "x")      # a StringIO is no terminal
+    assert quiet.getvalue() == ""

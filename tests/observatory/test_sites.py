@@ -41,3 +41,14 @@ def test_a_bad_site_file_is_one_line(tmp_path, change, message):
     with pytest.raises(ConfigError) as e:
         load_sites(path)
     assert message in str(e.value) and str(path) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_check_config_validates_a_sites_file(tmp_path, capsys):
+    from humus.cli import main
+
+    path = ss.write_sites(tmp_path)
+    assert main(["check-config", str(path)]) == 0
+    assert "ok, 2 site(s): north-field (2 layers), south-field (1 layers)" in capsys.readouterr().out
+    path.write_text(ss.SITES_TOML.replace("value = 1.45", "value = -1"))
+    assert main(["check-config", str(path)]) == 2
+    assert "bulk_density[0].value: expected a fine-earth bulk density" in capsys.readouterr().err
