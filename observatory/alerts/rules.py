@@ -26,6 +26,7 @@ from collector import qartod
 from observatory.alerts import config as C
 from observatory.alerts.buffers import (NS, GatewayView, SeriesKey, SeriesView, Snapshot, test_code, test_codes,
                                        test_name)
+from observatory.stores.lineprotocol import depth_tag
 
 CHECK_PROBE = "the probe's cable, connector and power, and the gateway log (journalctl -u humus-collect)"
 
@@ -57,7 +58,8 @@ def subject_text(labels: dict[str, str]) -> str:
 
 
 def depth_text(depth: float | None) -> str:
-    return "" if depth is None else f"{depth:g}"
+    """The depth as the configuration and InfluxDB's `depth_cm` tag write it ("10", "12.5"): one filter finds both."""
+    return depth_tag(depth) or ""
 
 
 def series_labels(k: SeriesKey) -> tuple[tuple[str, str], ...]:

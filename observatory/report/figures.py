@@ -70,8 +70,12 @@ def _trend_lines(ax, a: SiteAnalysis, s: StockSeries) -> None:
     lower = pivot + tr.rate_ci[0] * (years - centre)
     upper = pivot + tr.rate_ci[1] * (years - centre)
     d = _dates(grid)
-    ax.fill_between(d, np.minimum(lower, upper), np.maximum(lower, upper), color="#000000", alpha=0.08, linewidth=0,
-                    label="rate, 95 % confidence")
+    # The rate's CI is often narrow beside the readings' bands: a darker fill drawn above them, and dotted
+    # edges, so it shows even then.
+    ax.fill_between(d, np.minimum(lower, upper), np.maximum(lower, upper), color="#000000", alpha=0.25, linewidth=0,
+                    zorder=3, label="rate, 95 % confidence")
+    for edge in (lower, upper):
+        ax.plot(d, edge, ":", color="#000000", linewidth=0.9, zorder=3)
     ax.plot(d, line, "-", color="#000000", linewidth=1.5, label=f"trend {tr.rate:+.2f} Mg C/ha/yr")
     b = a.baseline_stock
     target = b * (1 + tr.target_per_mille / 1000 * (grid - a.site.baseline_ns) / YEAR_NS)
