@@ -30,7 +30,6 @@ Usage: .venv/bin/python bench/influx_layout.py [--points N] [--rounds R]    (abo
 from __future__ import annotations
 
 import argparse
-import http.client
 import statistics
 import sys
 import tempfile
@@ -42,15 +41,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
 import servers  # noqa: E402
-
-T0 = 1_790_000_000_000_000_000
-CLK_TCK = 100
-
-
-def cpu_s(pid: int) -> float:
-    """utime + stime of a process in seconds (proc(5), fields 14 and 15)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+from ingest import T0, Influx, cpu_s, request_bodies  # noqa: E402
 
 
 def observations(n: int):
@@ -104,33 +95,6 @@ def settle(pid: int, timeout: float = 15.0) -> None:
             return
 
 
-def write_all(port: int, db: str, bodies: list[bytes]) -> float:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-    conn.request("POST", "/query", body=f"q=CREATE DATABASE {db}",
-                 headers={"Content-Type": "application/x-www-form-urlencoded"})
-    conn.getresponse().read()
-    t0 = time.perf_counter()
-    for body in bodies:
-        conn.request("POST", f"/write?db={db}&precision=ns", body=body)
-        r = conn.getresponse()
-        answer = r.read()
-        if r.status != 204:
-            raise RuntimeError(f"{db}: write answered {r.status}: {answer[:200]!r}")
-    elapsed = time.perf_counter() - t0
-    conn.close()
-    return elapsed
-
-
-def stored(port: int, db: str, measurement: str) -> int:
-    import json
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-    conn.request("POST", "/query", body=f"db={db}&q=SELECT count(flag) FROM {measurement}",
-                 headers={"Content-Type": "application/x-www-form-urlencoded"})
-    doc = json.loads(conn.getresponse().read())
-    conn.close()
-    return doc["results"][0]["series"][0]["values"][0][1]
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--points", type=int, default=300_000)
@@ -140,11 +104,12 @@ def main() -> int:
     bodies = {}
     for layout in LAYOUTS:
         lines = [line(layout, *o) for o in obs]
-        bodies[layout] = [("\n".join(lines[i:i + 5000]) + "\n").encode() for i in range(0, len(lines), 5000)]
+        bodies[layout] = request_bodies(lines)
         print(f"{layout:10s} {len(lines[0]) + 1:4d} bytes/point: {lines[1]}")
     work = Path(tempfile.mkdtemp(prefix="humus-bench-layout-"))
     influx = servers.influxdb(work / "influxdb").start()
     servers.http_ready(influx.url + "/ping")
+    http = Influx(influx.port)
     rates: dict[str, list[float]] = {k: [] for k in LAYOUTS}
     cpu: dict[str, list[float]] = {k: [] for k in LAYOUTS}
     try:
@@ -153,10 +118,10 @@ def main() -> int:
                 db = f"{layout}_{r}"
                 settle(influx.proc.pid)
                 c0 = cpu_s(influx.proc.pid)
-                elapsed = write_all(influx.port, db, bodies[layout])
+                elapsed = http.write_bodies(db, bodies[layout])
                 used = cpu_s(influx.proc.pid) - c0
-                n = stored(influx.port, db, "plain" if layout == "plain3" else
-                           "humus_observation" if layout == "v1" else "humus_obs")
+                n = http.count(db, "plain" if layout == "plain3" else
+                               "humus_observation" if layout == "v1" else "humus_obs")
                 if n != args.points:
                     raise RuntimeError(f"{layout}: {n} of {args.points} points stored")
                 rates[layout].append(args.points / elapsed)

@@ -1,7 +1,8 @@
 """MQTT connection settings shared by the collector and the ingest side.
 
 Parsed from the ``[mqtt]`` table of either daemon's configuration; turned
-into a configured paho-mqtt 2.x client by `make_client`. `check_files`
+into a configured paho-mqtt 2.x client by `make_client`, which
+`connect_persistent` connects to its persistent session. `check_files`
 reads every file the settings name the way the client will (password
 file, CA bundle, certificate and key through Python's ssl module), so a
 configuration that passes it gives a client that can be built.
@@ -125,3 +126,24 @@ def make_client(settings: MqttSettings, client_id: str):
             cert_reqs=ssl.CERT_REQUIRED,
         )
     return client
+
+
+def connect_persistent(client, settings: MqttSettings, *, reconnect_max_s: int) -> None:
+    """Have paho's network loop connect `client` to resume its persistent session, reconnecting with back-off.
+
+    Clean start off on every connect (MQTT 5, with `session_expiry_s`; 3.1.1
+    has clean session off from `make_client`): the broker keeps the session
+    under our client id, with the messages it assigned to us while we were
+    away. Nothing happens until the caller starts the loop (``loop_start``).
+    """
+    client.reconnect_delay_set(1, reconnect_max_s)
+    if settings.protocol == "5":
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = settings.session_expiry_s
+        client.connect_async(settings.host, settings.port, settings.keepalive_s, clean_start=False,
+                             properties=props)
+    else:
+        client.connect_async(settings.host, settings.port, settings.keepalive_s)

@@ -24,6 +24,7 @@ from typing import Callable
 
 from observatory.store import StoreError
 from observatory.stores import lineprotocol as lp
+from observatory.stores.influx import result_chunks
 
 CHUNK_ROWS = 10_000
 
@@ -87,21 +88,13 @@ def _migrate_influx(store, where: str, keep_old: bool, progress: Callable[[str],
         what = f"migrate {old} of {where}"
         read = 0
         q = f'SELECT * FROM "{old}" GROUP BY *'
-        for line in store.raw_query(q, what, chunked=True):
-            if not line.strip():
-                continue
-            doc = json.loads(line)
-            if "error" in doc:
-                raise StoreError(f"{what}: {doc['error']}")
-            for result in doc.get("results", ()):
-                if "error" in result:
-                    raise StoreError(f"{what}: {result['error']}")
-                for s in result.get("series", ()):
-                    n, written, kept = _migrate_chunk(store, old, s.get("tags") or {}, s["columns"],
-                                                      s.get("values") or [], axes, what)
-                    read += n
-                    report.written += written
-                    report.kept_newer += kept
+        for chunk in result_chunks(store.raw_query(q, what, chunked=True), what):
+            for s in chunk:
+                n, written, kept = _migrate_chunk(store, old, s.get("tags") or {}, s["columns"],
+                                                  s.get("values") or [], axes, what)
+                read += n
+                report.written += written
+                report.kept_newer += kept
             progress(f"{old}: {read} points so far")
         report.read[old] = read
     migrated = sum(report.read.values())

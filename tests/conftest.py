@@ -16,9 +16,9 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
-def _start(factory, tmp_path_factory, name: str, ready_path: str | None = None):
+def _start(factory, tmp_path_factory, name: str, ready_path: str | None = None, **kwargs) -> servers.Server:
     try:
-        srv = factory(tmp_path_factory.mktemp(name))
+        srv = factory(tmp_path_factory.mktemp(name), **kwargs)
     except servers.ServerMissing as e:
         if os.environ.get("CI"):
             pytest.fail(f"{e}; CI must run every server test", pytrace=False)
@@ -27,6 +27,18 @@ def _start(factory, tmp_path_factory, name: str, ready_path: str | None = None):
     if ready_path:
         servers.http_ready(srv.url + ready_path)
     return srv
+
+
+@pytest.fixture(scope="session")
+def start_server(tmp_path_factory):
+    """`start(factory, name, ready_path=None, **kwargs)`: a started server of tests/servers.py; the caller stops it.
+
+    For fixtures that want their own server (other settings, another scope):
+    a missing server skips the test, or fails it in CI, as for the shared ones.
+    """
+    def start(factory, name: str, ready_path: str | None = None, **kwargs) -> servers.Server:
+        return _start(factory, tmp_path_factory, name, ready_path, **kwargs)
+    return start
 
 
 @pytest.fixture

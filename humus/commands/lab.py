@@ -41,16 +41,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _open(url: str, create: bool):
-    from humus.cli import EXIT_USAGE, CommandError
-    from observatory.store import StoreError, StoreUnavailable
-    from observatory.stores import open_store
+    from humus.commands.query import open_archive
 
-    try:
-        return open_store(url, create=create)
-    except StoreUnavailable as e:
-        raise CommandError(str(e)) from None
-    except StoreError as e:
-        raise CommandError(str(e), EXIT_USAGE) from None
+    return open_archive(url, create=create)
 
 
 def run_import(args: argparse.Namespace) -> int:

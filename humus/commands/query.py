@@ -74,6 +74,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def open_archive(url: str, create: bool = False):
+    """The store at `url` (created only with `create`); CommandError: exit 1 if unreachable, 2 for a bad URL or file.
+
+    Shared by the commands that use an archive, so each says the same about the same store.
+    """
+    from humus.cli import EXIT_USAGE, CommandError
+    from observatory.store import StoreError, StoreUnavailable
+    from observatory.stores import open_store
+
+    try:
+        return open_store(url, create=create)
+    except StoreUnavailable as e:
+        raise CommandError(str(e)) from None
+    except StoreError as e:
+        raise CommandError(str(e), EXIT_USAGE) from None
+
+
 EXPORT_WINDOW = "30d"
 """Binary exports read the archive a month at a time (observatory.query.iter_series `window`)."""
 
@@ -83,7 +100,6 @@ def run(args: argparse.Namespace) -> int:
     from observatory import query
     from observatory.export import ExportError
     from observatory.store import StoreError, StoreUnavailable
-    from observatory.stores import open_store
 
     binary = args.format in ("parquet", "netcdf")
     if binary and not args.out:
@@ -104,13 +120,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         query.selection(**{k: filters[k] for k in ("site", "gateway", "probe", "quantity", "source", "since",
                                                    "until", "limit")})
-        store = open_store(args.store, create=False)
     except query.TimeError as e:
         raise CommandError(str(e), EXIT_USAGE) from None
-    except StoreUnavailable as e:
-        raise CommandError(str(e)) from None
-    except StoreError as e:
-        raise CommandError(str(e), EXIT_USAGE) from None
+    store = open_archive(args.store)
     local = args.store.split(":", 1)[0].lower() == "sqlite"
     counted = [0]
 

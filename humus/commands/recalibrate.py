@@ -39,12 +39,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from calibration.model import ModelFileError, SpectralModel
     from humus.cli import EXIT_USAGE, CommandError
+    from humus.commands.query import open_archive
     from humus.records import QUANTITY_PATTERN
     from observatory import query
     from observatory.progress import Progress
     from observatory.recalibrate import RecalibrationError, recalibrate
     from observatory.store import StoreError, StoreUnavailable
-    from observatory.stores import open_store
 
     try:
         model = SpectralModel.load(args.model)
@@ -56,13 +56,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         sel = query.selection(site=args.site, gateway=args.gateway, probe=args.probe, since=args.since,
                               until=args.until)
-        store = open_store(args.store, create=False)
     except query.TimeError as e:
         raise CommandError(str(e), EXIT_USAGE) from None
-    except StoreUnavailable as e:
-        raise CommandError(str(e)) from None
-    except StoreError as e:
-        raise CommandError(str(e), EXIT_USAGE) from None
+    store = open_archive(args.store)
     bar = Progress(f"humus recalibrate: {model.id} {model.version}")
     try:
         res = recalibrate(store, model, quantity=args.quantity, site=args.site, gateway=args.gateway,

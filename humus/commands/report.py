@@ -31,24 +31,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from humus.cli import EXIT_USAGE, CommandError
+    from humus.commands.query import open_archive
     from observatory.aggregate import parse_every
     from observatory.progress import Progress
     from observatory.report import ReportError, build_report
     from observatory.sites import load_sites, pick
     from observatory.store import StoreError, StoreUnavailable
-    from observatory.stores import open_store
 
     sites = pick(load_sites(args.sites), args.site, args.sites)
     try:
         parse_every(args.every)
     except ValueError as e:
         raise CommandError(f"--every: {e}", EXIT_USAGE) from None
-    try:
-        store = open_store(args.store, create=False)
-    except StoreUnavailable as e:
-        raise CommandError(str(e)) from None
-    except StoreError as e:
-        raise CommandError(str(e), EXIT_USAGE) from None
+    store = open_archive(args.store)
     bar = Progress("humus report")
     try:
         result = build_report(store, sites, args.out, every=args.every, progress=bar.update)

@@ -28,7 +28,7 @@ import time
 from collections import Counter
 from typing import Any, Callable, Iterable
 
-from humus.mqtt import make_client
+from humus.mqtt import connect_persistent, make_client
 from humus.records import ID_PATTERN
 from humus.wire import OBS_SUBSCRIPTION, TOPIC_ROOT, WireError
 from observatory.alerts.buffers import NS, GatewayEventRecord, StatusPoint
@@ -138,20 +138,11 @@ class AlertsService:
     def _make_client(self):
         m = self.cfg.mqtt
         client = make_client(m, self.cfg.alerts.client_id)
-        client.reconnect_delay_set(1, 30)
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
-        if m.protocol == "5":
-            from paho.mqtt.packettypes import PacketTypes
-            from paho.mqtt.properties import Properties
-
-            props = Properties(PacketTypes.CONNECT)
-            props.SessionExpiryInterval = m.session_expiry_s
-            client.connect_async(m.host, m.port, m.keepalive_s, clean_start=False, properties=props)
-        else:
-            client.connect_async(m.host, m.port, m.keepalive_s)
+        connect_persistent(client, m, reconnect_max_s=30)
         return client
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:

@@ -180,6 +180,26 @@ def influxql_select(sel: Selection, measurements: Sequence[str] = MEASUREMENTS) 
     return q
 
 
+def result_chunks(lines: Iterable[bytes | str], what: str) -> Iterator[list[dict]]:
+    """The series of each chunk of a (chunked) /query JSON answer, one list per chunk, as they arrive.
+
+    An error in the answer, for the whole query or one statement, raises
+    StoreError naming `what`: never taken for an empty result.
+    """
+    for line in lines:
+        if not line.strip():
+            continue
+        doc = json.loads(line)
+        if "error" in doc:
+            raise StoreError(f"{what}: {doc['error']}")
+        series: list[dict] = []
+        for result in doc.get("results", ()):
+            if "error" in result:
+                raise StoreError(f"{what}: {result['error']}")
+            series.extend(result.get("series", ()))
+        yield series
+
+
 def parse_results(lines: Iterable[bytes], what: str, convert: Callable | None = None) -> dict[tuple, dict]:
     """Merge a (chunked) /query JSON answer into {(measurement, tags): {"columns", "values" or "pieces"}}.
 
@@ -188,24 +208,16 @@ def parse_results(lines: Iterable[bytes], what: str, convert: Callable | None = 
     until the end costs memory and garbage-collector passes that grow with them.
     """
     out: dict[tuple, dict] = {}
-    for line in lines:
-        if not line.strip():
-            continue
-        doc = json.loads(line)
-        if "error" in doc:
-            raise StoreError(f"{what}: {doc['error']}")
-        for result in doc.get("results", ()):
-            if "error" in result:
-                raise StoreError(f"{what}: {result['error']}")
-            for s in result.get("series", ()):
-                tags = s.get("tags") or {}
-                key = (s["name"], tuple(sorted(tags.items())))
-                rows = s.get("values") or []
-                entry = out.setdefault(key, {"columns": s["columns"], "values": [], "pieces": []})
-                if convert is None:
-                    entry["values"].extend(rows)
-                elif rows:
-                    entry["pieces"].append(convert(s["name"], tags, s["columns"], rows))
+    for chunk in result_chunks(lines, what):
+        for s in chunk:
+            tags = s.get("tags") or {}
+            key = (s["name"], tuple(sorted(tags.items())))
+            rows = s.get("values") or []
+            entry = out.setdefault(key, {"columns": s["columns"], "values": [], "pieces": []})
+            if convert is None:
+                entry["values"].extend(rows)
+            elif rows:
+                entry["pieces"].append(convert(s["name"], tags, s["columns"], rows))
     return out
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 import servers
@@ -36,15 +34,8 @@ def shipped_broker(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def influxdb_auth_server(tmp_path_factory):
+def influxdb_auth_server(start_server):
     """A fresh InfluxDB 1.x with authentication on and no users yet (servers.influxdb_auth)."""
-    try:
-        srv = servers.influxdb_auth(tmp_path_factory.mktemp("influx-auth"))
-    except servers.ServerMissing as e:
-        if os.environ.get("CI"):
-            pytest.fail(f"{e}; CI must run every server test", pytrace=False)
-        pytest.skip(str(e))
-    srv.start()
-    servers.http_ready(srv.url + "/ping")
+    srv = start_server(servers.influxdb_auth, "influx-auth", "/ping")
     yield srv
     srv.stop()

@@ -10,13 +10,9 @@ numbers must have no hole.
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
@@ -25,17 +21,7 @@ from firmware_bridge.sim.pty import PtyProbe
 from firmware_bridge.sim.registry import get_model
 from observatory.store import Selection
 from observatory.stores import open_store
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def humus(*args: str, log: Path) -> subprocess.Popen:
-    out = open(log, "ab")
-    try:
-        return subprocess.Popen([sys.executable, "-m", "humus", *args], cwd=REPO, stdout=out,
-                                stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(REPO)})
-    finally:
-        out.close()
+from test_broker_restart import humus
 
 
 class Recorder:

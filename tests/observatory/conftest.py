@@ -54,16 +54,9 @@ def store(store_url):
 
 
 @pytest.fixture
-def store_influxdb_own_server(tmp_path_factory):
+def store_influxdb_own_server(start_server):
     """An InfluxDB for one test alone, to stop and start (outage tests)."""
-    try:
-        srv = servers.influxdb(tmp_path_factory.mktemp("influx-own"))
-    except servers.ServerMissing as e:
-        if os.environ.get("CI"):
-            pytest.fail(f"{e}; CI must run every server test", pytrace=False)
-        pytest.skip(str(e))
-    srv.start()
-    servers.http_ready(srv.url + "/ping")
+    srv = start_server(servers.influxdb, "influx-own", "/ping")
     yield srv
     srv.stop()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 import urllib.request
 
@@ -26,15 +25,8 @@ def hook():
 
 
 @pytest.fixture
-def alertmanager(tmp_path_factory, hook):
-    try:
-        srv = servers.alertmanager(tmp_path_factory.mktemp("alertmanager"), webhook_url=hook.url)
-    except servers.ServerMissing as e:
-        if os.environ.get("CI"):
-            pytest.fail(f"{e}; CI must run every server test", pytrace=False)
-        pytest.skip(str(e))
-    srv.start()
-    servers.http_ready(srv.url + "/-/ready")
+def alertmanager(start_server, hook):
+    srv = start_server(servers.alertmanager, "alertmanager", "/-/ready", webhook_url=hook.url)
     yield srv
     srv.stop()
 
