@@ -339,7 +339,11 @@ def build(grid: np.ndarray, absorbance: np.ndarray, y: np.ndarray, chain_steps: 
     # The wet-dry shift is not added to the uncertainty: on the paired soils it was negatively correlated with
     # the dry error (r = -0.49; wet RMSE 0.94 against 1.07 dry on held-out soils), and adding it over-covered
     # (±1u 87 %). Wet coverage is measured in docs/calibration.md instead.
-    unc = fit_uncertainty(cv_pred, y, choice.t2, choice.q, k, sqrt_scale=tf.name == "sqrt")
+    # Scores of the calibration spectra under the final model: the neighbour term of the uncertainty
+    # finds a new spectrum's nearest calibration samples among them (calibration.uncertainty).
+    scores = (choice.z - pls.x_mean) @ pls.rotations
+    unc = fit_uncertainty(cv_pred, y, choice.t2, choice.q, k, sqrt_scale=tf.name == "sqrt", scores=scores,
+                          seed=seed)
     local_meta = None
     if choice.method != "global":
         local_meta = {**vars(local), "blend": choice.method == "blend"}
@@ -379,6 +383,7 @@ def build(grid: np.ndarray, absorbance: np.ndarray, y: np.ndarray, chain_steps: 
         arrays["library_x"], arrays["library_y"] = choice.z, y
     if moist is not None:
         arrays["moisture_weights"] = moist.weights
+    arrays.update(unc.arrays())
     return meta, arrays
 
 

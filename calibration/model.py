@@ -171,7 +171,8 @@ class SpectralModel:
         self._n = int(tr["n"])
         self._y_range = (float(tr["y_min"]), float(tr["y_max"]))
         # Members added after format version 2 was first written; absent in older files.
-        self.uncertainty = UncertaintyModel.from_meta(meta["uncertainty"]) if meta.get("uncertainty") else None
+        self.uncertainty = (UncertaintyModel.from_meta(meta["uncertainty"], arrays)
+                            if meta.get("uncertainty") else None)
         self.moisture: MoistureIndex | None = None
         m = meta.get("moisture") or {}
         if m.get("check"):
@@ -282,7 +283,7 @@ class SpectralModel:
             v = 0.5 * (v_local + v) if self.local.blend else v_local
         value = float(self.transform.inverse(v))
         if self.uncertainty is not None:
-            unc = self.uncertainty(value, t2, q, v)
+            unc = self.uncertainty(value, t2, q, v, t)
         else:   # model files from before the calibrated uncertainty: ASTM E1655 leverage form
             unc = self._rmse * math.sqrt(1.0 + 1.0 / self._n + t2 / (self._n - 1))
         flags = [(flag, test)]

@@ -176,6 +176,9 @@ def check_model_arrays(path: str | Path, meta: dict[str, Any], arrays: dict[str,
         shapes["epo_directions"] = (p, None)
     if meta.get("local"):
         shapes["library_x"], shapes["library_y"] = (None, p), (None,)
+    unc = meta.get("uncertainty")
+    if isinstance(unc, dict) and unc.get("neighbours"):
+        shapes["uncertainty_scores"], shapes["uncertainty_errors"] = (None, k), (None,)
     for name, want in shapes.items():
         a = arrays.get(name)
         if a is None:
@@ -187,6 +190,9 @@ def check_model_arrays(path: str | Path, meta: dict[str, Any], arrays: dict[str,
             raise fail(f"array {name!r} must hold finite numbers")
     if "library_x" in shapes and arrays["library_x"].shape[0] != arrays["library_y"].shape[0]:
         raise fail("arrays 'library_x' and 'library_y' hold different numbers of samples")
+    if "uncertainty_scores" in shapes and \
+            arrays["uncertainty_scores"].shape[0] != arrays["uncertainty_errors"].shape[0]:
+        raise fail("arrays 'uncertainty_scores' and 'uncertainty_errors' hold different numbers of samples")
     if np.any(np.diff(grid) <= 0):
         raise fail("wavelengths must increase strictly")
     if not np.all(arrays["score_var"] > 0):

@@ -31,7 +31,7 @@ class ObservationRows(Sequence[Observation]):
     """The observations of one decoded batch (one site and gateway), built on first access."""
 
     __slots__ = ("site", "gateway", "rows", "time_min", "time_max", "revised_count", "keys", "prepared",
-                 "_observations")
+                 "signed", "_observations")
 
     def __init__(self, site: str, gateway: str, rows: list, time_min: int, time_max: int,
                  revised_count: int, keys: list | None = None) -> None:
@@ -42,6 +42,8 @@ class ObservationRows(Sequence[Observation]):
         source) as the decoder keyed them; the encoder looks each row's tag set up by it."""
         self.prepared: object = None
         """A store's encoding of these rows, made ahead (observatory.stores.influx `prepare`)."""
+        self.signed = False
+        """The batch's signature verified (observatory.validate sets it): stores keep it with each value."""
         self._observations: tuple[Observation, ...] | None = None
 
     def observations(self) -> tuple[Observation, ...]:
@@ -93,6 +95,21 @@ def _observation(site: str, gateway: str, r) -> Observation:
                        None if wl is None else tuple(wl), r.rev)
 
 
+class SignedObservations(tuple):
+    """A batch's observations decoded by the exact path whose signature verified: stores keep that with each value."""
+
+    __slots__ = ()
+    signed = True
+
+
+def mark_signed(observations: Sequence[Observation]) -> Sequence[Observation]:
+    """The same observations, marked as from a batch whose signature verified (one flag, no copy of rows)."""
+    if isinstance(observations, ObservationRows):
+        observations.signed = True
+        return observations
+    return SignedObservations(observations)
+
+
 class BatchedObservations(Sequence[Observation]):
     """The observations of several batches for one store write, still in their parts.
 
@@ -117,18 +134,21 @@ class BatchedObservations(Sequence[Observation]):
         return list(self)[i]
 
 
-def groups(observations: Sequence[Observation]) -> Iterator[tuple[str, str, Sequence]]:
-    """(site, gateway, rows) of what a store is asked to write, in order within each site/gateway.
+def groups(observations: Sequence[Observation]) -> Iterator[tuple[str, str, Sequence, bool]]:
+    """(site, gateway, rows, signed) of what a store is asked to write, in order within each site/gateway.
 
     Decoded batches give their rows as they are; plain observations are
     grouped by site and gateway (an observation keeps its place relative
     to the others of its series, so the last copy of a point is still last).
+    `signed`: the part came from a batch whose signature verified
+    (`ObservationRows.signed`, `SignedObservations`); anything else is not.
     """
     parts = observations.parts if isinstance(observations, BatchedObservations) else (observations,)
     for part in parts:
+        signed = getattr(part, "signed", False) is True
         if isinstance(part, ObservationRows):
             if part.rows:
-                yield part.site, part.gateway, part.rows
+                yield part.site, part.gateway, part.rows, signed
             continue
         by: dict[tuple[str, str], list] = {}
         for o in part:
@@ -138,7 +158,7 @@ def groups(observations: Sequence[Observation]) -> Iterator[tuple[str, str, Sequ
                 rows = by[key] = []
             rows.append(o)
         for (site, gateway), rows in by.items():
-            yield site, gateway, rows
+            yield site, gateway, rows, signed
 
 
 def time_span(observations: Sequence[Observation]) -> tuple[int, int]:

@@ -7,6 +7,8 @@ evaluated count, suspect, fail and missing do not; QARTOD codes 1 < 2 < 3 <
 4 < 9 run from best to worst). A bin that holds rows but no usable value is
 kept, as NaN with flag MISSING and flag_test `no_usable_value`, so a gap
 stays a recorded fact. A bin's flag is the worst flag among the values used.
+A bin is signed (SeriesData.signed) only if every value used came from a
+batch whose signature verified; a bin without a usable value is not.
 
 Uncertainty of a mean: sqrt(Σ u_i²) / n, independent errors (JCGM 100:2008,
 GUM 5.1.2), NaN when a value used has none; of a min or max, that of the
@@ -87,10 +89,14 @@ def aggregate(s: SeriesData, every_ns: int, agg: Aggregate = "mean",
                                                                                    s.model_version))
     if agg == "count":
         unit = np.full(len(starts), "1", dtype=object)
+    signed = None
+    if s.signed is not None:  # every value used signed, and at least one used
+        unsigned_used = np.add.reduceat((usable & ~np.asarray(s.signed, dtype=bool)[order]).astype(np.int64), starts)
+        signed = (unsigned_used == 0) & ~none
     return SeriesData(s.site, s.gateway, s.probe, s.depth_cm, s.quantity, s.source,
                       time_ns=bins[starts] * every_ns, value=out_value, uncertainty=out_unc, flag=out_flag,
                       unit=unit, flag_test=np.array([("no_usable_value" if e else None) for e in none], dtype=object),
-                      model_id=model_id, model_version=model_version)
+                      model_id=model_id, model_version=model_version, signed=signed)
 
 
 def _labels(col, order: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:

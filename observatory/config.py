@@ -57,6 +57,9 @@ class IngestSettings:
                                      expect=f"1024 to {MAX_PAYLOAD_BYTES} bytes")
     batch_messages: int = setting(200, check=lambda v: 1 <= v <= 10_000, expect="1 to 10000 messages",
                                   doc="most messages per store write; keep <= the broker's max_inflight_messages")
+    batch_observations: int = setting(20_000, check=lambda v: 1 <= v <= 10_000_000, expect="1 to 10000000",
+                                      doc="most observations per store write (a live message waits for the "
+                                          "write in hand)")
     batch_latency_s: float = setting(0.2, check=lambda v: 0 <= v <= 60, expect="0 to 60 seconds",
                                      doc="longest a message waits for its batch to fill")
     retry_min_s: float = setting(0.5, check=lambda v: 0.01 <= v <= 60, expect="0.01 to 60 seconds")

@@ -4,6 +4,7 @@
     for s in query.series("sqlite:humus-demo/archive.sqlite", probe="teros-1", quantity="vwc", since="-7d"):
         s.time_ns, s.value, s.uncertainty, s.flag        # numpy arrays, one row per time
         good = s.value[s.flag == 1]
+        s.signed        # per row: True where ingest verified the gateway's signature; None: cannot say
 
     for s in query.series(url, quantity="reflectance"):
         times, matrix, wavelengths = query.spectra_matrix(s)   # (n,), (n, bands), (bands,)

@@ -74,6 +74,10 @@ class SeriesData:
     their float64 values and wavelength axis in `spectra` and `wavelengths`
     (None on scalar rows; both None for a scalar-only series).
     `uncertainty` is NaN where none was given; `flag` holds QARTOD codes.
+    `signed` is True where the value was written from a batch whose
+    Ed25519 signature ingest verified (docs/wire.md, "Signed batches"),
+    False where not; None when the archive cannot say (an SQLite archive
+    from before the record, opened read-only; InfluxDB layout 1 points).
     """
 
     site: str
@@ -92,6 +96,7 @@ class SeriesData:
     model_version: Sequence[str | None]
     spectra: list["np.ndarray | None"] | None = None
     wavelengths: list["np.ndarray | None"] | None = None
+    signed: "np.ndarray | None" = None
 
     def __len__(self) -> int:
         return len(self.time_ns)

@@ -10,7 +10,10 @@ publisher's content is not worth the CPU):
   gateway's public key; re-read when it changes, so a new gateway needs no
   restart of ingest);
 - signatures (humus.signing): a gateway with a registered key must sign,
-  and its signature must verify; the signature is cut off before decoding;
+  and its signature must verify; the signature is cut off before decoding.
+  A verified batch is marked (`Batch.signed`, and its observations:
+  humus.obsrows `mark_signed`) so the stores keep the verification with
+  each value (docs/wire.md, "Signed batches");
 - an optionally lower size limit.
 """
 
@@ -21,6 +24,7 @@ import os
 import time
 from pathlib import Path
 
+from humus.obsrows import mark_signed
 from humus.signing import SignatureError, Verifier, load_registry, split_signed
 from humus.wire import Batch, Rejection, WireError, decode_batch, parse_obs_topic
 
@@ -85,4 +89,6 @@ class Validator:
             if parts is not None:
                 payload = parts[0]
         batch = decode_batch(topic, payload, now_ns=now_ns, max_future_s=self.max_future_s)
-        return dataclasses.replace(batch, signed=True) if signed else batch
+        if not signed:
+            return batch
+        return dataclasses.replace(batch, observations=mark_signed(batch.observations), signed=True)

@@ -90,7 +90,8 @@ def take(s: SeriesData, rows: np.ndarray, quantity: str | None = None) -> Series
                       unit=obj(s.unit), flag_test=obj(s.flag_test), model_id=obj(s.model_id),
                       model_version=obj(s.model_version),
                       spectra=None if s.spectra is None else [s.spectra[i] for i in idx],
-                      wavelengths=None if s.wavelengths is None else [s.wavelengths[i] for i in idx])
+                      wavelengths=None if s.wavelengths is None else [s.wavelengths[i] for i in idx],
+                      signed=None if s.signed is None else s.signed[idx])
 
 
 def concat(parts: Sequence[SeriesData], quantity: str) -> SeriesData:
@@ -108,7 +109,9 @@ def concat(parts: Sequence[SeriesData], quantity: str) -> SeriesData:
                       unit=objs("unit"), flag_test=objs("flag_test"), model_id=objs("model_id"),
                       model_version=objs("model_version"),
                       spectra=[x for p in parts for x in (p.spectra or [None] * len(p))] if spectral else None,
-                      wavelengths=[x for p in parts for x in (p.wavelengths or [None] * len(p))] if spectral else None)
+                      wavelengths=[x for p in parts for x in (p.wavelengths or [None] * len(p))] if spectral else None,
+                      signed=None if any(p.signed is None for p in parts)    # one part cannot say: unknown
+                      else np.concatenate([np.asarray(p.signed, dtype=bool) for p in parts]))
 
 
 def newest(candidates: Sequence[tuple[SeriesData, bool]], quantity: str) -> SeriesData:

@@ -31,11 +31,12 @@ import queue
 import sqlite3
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence, TypeVar
 
-from humus.mqtt import make_client
-from humus.obsrows import BatchedObservations
+from humus.mqtt import connect_persistent, make_client
+from humus.obsrows import BatchedObservations, time_span
 from humus.receipts import encode_receipt, receipt_topic
 from humus.records import ID_PATTERN, Observation
 from humus.wire import OBS_SUBSCRIPTION, Batch, Rejection, WireError
@@ -63,6 +64,10 @@ REFUSALS_TO_DEAD_LETTER = 3
 created) is told from a fault of the data, and one poison message holds the rest for about a second."""
 REFUSAL_BACKOFF_S = 0.2
 REWRITE_ROUNDS_MAX = 10
+LIVE_AGE_S = 60.0
+"""A batch whose oldest observation is younger than this on arrival is live: it goes into the next write
+ahead of the backlog held here, so a reconnect storm does not keep today's readings behind hours of
+replay from other gateways (bench/storm.py). By the gateway's clock; a wrong clock only costs priority."""
 """Rounds of 'write again the copies revised meanwhile' (observatory.revisions, step 4) in one write."""
 
 
@@ -94,6 +99,13 @@ class Received:
     batch: Batch | None = None
     rejection: tuple[str, str] | None = None
     refused_seq: int | None = None   # a content rejection of a batch whose topic, site and seq are sound
+    live: bool = False               # a batch of fresh observations (LIVE_AGE_S): written ahead of the backlog
+    done: bool = False               # processed; acknowledged once every message received before it is
+
+
+def _size(it: Received) -> int:
+    """Observations a message brings to a write."""
+    return len(it.batch.observations) if it.batch is not None else 0
 
 
 def _open_state(cls: Callable[[Any], T], path: Any, tries: int = 6) -> T:
@@ -161,6 +173,8 @@ class IngestWorker:
         self.status_topic = worker_status_topic(self.client_id)
         self.subscribed = threading.Event()
         self._queue: queue.Queue[Received] = queue.Queue()
+        self._held: list[Received] = []           # taken from the queue, not yet written (arrival order)
+        self._unacked: deque[Received] = deque()  # taken from the queue, not yet acknowledged (arrival order)
         self._generation = 0
         self._connected = False
         self._broker_problem_logged = False
@@ -238,6 +252,8 @@ class IngestWorker:
                 self._prepare(it.batch.observations)
             except Exception:  # noqa: BLE001 - the write encodes it again and reports what it finds
                 pass
+        if it.batch is not None and it.batch.observations:
+            it.live = now_ns - time_span(it.batch.observations)[0] <= LIVE_AGE_S * 1e9
         self.metrics.add(messages_in=1, observations_in=len(it.batch.observations) if it.batch else 0)
         self._queue.put(it)
 
@@ -249,9 +265,6 @@ class IngestWorker:
         m = self.config.mqtt
         client = make_client(m, self.client_id)
         client.manual_ack_set(True)
-        # A restarted broker must see the workers back within seconds: until they re-subscribe,
-        # Mosquitto hands shared-subscription messages to no one (gateways re-send on receipt timeout).
-        client.reconnect_delay_set(1, 2)
         client.will_set(self.status_topic, json.dumps({"state": "offline", "client_id": self.client_id}),
                         qos=1, retain=True)
         client.on_connect = self._on_connect
@@ -259,17 +272,9 @@ class IngestWorker:
         client.on_disconnect = self._on_disconnect
         client.on_connect_fail = self._on_connect_fail
         client.on_message = self._on_message
-        if m.protocol == "5":
-            from paho.mqtt.packettypes import PacketTypes
-            from paho.mqtt.properties import Properties
-
-            props = Properties(PacketTypes.CONNECT)
-            props.SessionExpiryInterval = m.session_expiry_s
-            # clean_start=False on every connect: resume the session the broker
-            # kept, with the messages it assigned to us while we were away.
-            client.connect_async(m.host, m.port, m.keepalive_s, clean_start=False, properties=props)
-        else:
-            client.connect_async(m.host, m.port, m.keepalive_s)
+        # A restarted broker must see the workers back within seconds: until they re-subscribe,
+        # Mosquitto hands shared-subscription messages to no one (gateways re-send on receipt timeout).
+        connect_persistent(client, m, reconnect_max_s=2)
         return client
 
     def run(self, stop: threading.Event) -> None:
@@ -307,20 +312,48 @@ class IngestWorker:
             for state in self._owned:
                 state.close()
 
+    def _hold(self, it: Received) -> None:
+        self._held.append(it)
+        self._unacked.append(it)
+
     def _collect(self, stop: threading.Event, timeout: float) -> list[Received]:
-        """Up to `batch_messages` messages, waiting at most `batch_latency_s` after the first."""
-        try:
-            first = self._queue.get(timeout=timeout)
-        except queue.Empty:
-            return []
-        items = [first]
-        deadline = first.received_mono + self.ing.batch_latency_s
-        while len(items) < self.ing.batch_messages:
-            left = deadline - time.monotonic()
+        """The next write: the live messages held, then the others, each in arrival order.
+
+        Up to `batch_messages` messages and `batch_observations` observations
+        (at least one message), waiting at most `batch_latency_s` after the
+        oldest message held for the write to fill. Everything received is taken
+        from the queue first (at most the broker's `max_inflight_messages`), so
+        that a live message is seen behind any backlog.
+        """
+        if not self._held:
             try:
-                items.append(self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait())
+                self._hold(self._queue.get(timeout=timeout))
+            except queue.Empty:
+                return []
+        deadline = self._held[0].received_mono + self.ing.batch_latency_s
+        n_obs = sum(_size(it) for it in self._held)
+        while True:
+            left = deadline - time.monotonic()
+            full = len(self._held) >= self.ing.batch_messages or n_obs >= self.ing.batch_observations
+            try:
+                it = self._queue.get_nowait() if full or left <= 0 else self._queue.get(timeout=left)
             except queue.Empty:
                 break
+            self._hold(it)
+            n_obs += _size(it)
+        # Live first, then the backlog fills the write: a write of live messages alone would be
+        # quicker, but a steady live stream would then hold the backlog back for good.
+        pool = [it for it in self._held if it.live] + [it for it in self._held if not it.live]
+        items: list[Received] = []
+        n_obs = 0
+        for it in pool:
+            n = _size(it)
+            if len(items) >= self.ing.batch_messages or (items and n_obs + n > self.ing.batch_observations):
+                break       # the rest waits, in arrival order
+            items.append(it)
+            n_obs += n
+        taken = {id(it) for it in items}
+        self._held = [it for it in self._held if id(it) not in taken]
         return items
 
     # -- one batch of messages ----------------------------------------------------------------
@@ -638,10 +671,16 @@ class IngestWorker:
             self._down = what
 
     def _ack(self, items: list[Received]) -> int:
-        """Acknowledge in receive order; messages from an earlier connection are left to redelivery
-        (their packet ids may since name other messages)."""
-        client, gen, n = self._client, self._generation, 0
+        """Mark `items` processed and acknowledge, in receive order, every message up to the first one
+        not yet processed (a live message written ahead of the backlog waits for it: MQTT 5.0 and 3.1.1
+        section 4.6). Messages from an earlier connection are left to redelivery (their packet ids may
+        since name other messages)."""
         for it in items:
+            it.done = True
+        client, gen, n = self._client, self._generation, 0
+        unacked = self._unacked
+        while unacked and unacked[0].done:
+            it = unacked.popleft()
             if it.generation == gen and self._connected:
                 client.ack(it.mid, it.qos)
                 n += 1
@@ -683,9 +722,9 @@ class IngestWorker:
 
     def _tick(self, final: bool = False) -> dict:
         """Log the metrics and publish them (retained); the last one, on a clean stop, says offline."""
-        self.metrics.pending = self._queue.qsize()
+        self.metrics.pending = self._queue.qsize() + len(self._held)
         try:
-            oldest = self._queue.queue[0].received_mono
+            oldest = self._held[0].received_mono if self._held else self._queue.queue[0].received_mono
             self.metrics.oldest_pending_s = time.monotonic() - oldest
         except IndexError:
             self.metrics.oldest_pending_s = 0.0

@@ -66,6 +66,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "(CF-1.8 timeSeries) into --out; default table")
     p.add_argument("--out", metavar="FILE", help="file to write (parquet and netcdf; csv and json too)")
     p.add_argument("--sites", metavar="FILE", help="sites TOML: latitude and longitude of each site for netcdf")
+    p.add_argument("--signatures", action="store_true",
+                   help="add a column 'signed': yes where ingest verified the gateway's Ed25519 signature of the "
+                        "batch, no where not, empty where the archive cannot say (docs/wire.md)")
     p.add_argument("--limit", type=_limit, metavar="N",
                    help=f"at most N observations (table default {DEFAULT_TABLE_LIMIT}; other formats: all)")
     # Let "--since -1h" through: argparse takes any argument starting with "-"
@@ -104,6 +107,10 @@ def run(args: argparse.Namespace) -> int:
     binary = args.format in ("parquet", "netcdf")
     if binary and not args.out:
         raise CommandError(f"--format {args.format} writes a file: add --out FILE", EXIT_USAGE)
+    signatures = getattr(args, "signatures", False)
+    if binary and signatures:
+        raise CommandError("--signatures adds a column to table, csv or json output; not to "
+                           f"--format {args.format}", EXIT_USAGE)
     limit = args.limit
     if limit is None and args.format == "table":
         limit = DEFAULT_TABLE_LIMIT
@@ -136,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
             _export(args, data, sites)
             more = False
         else:
-            rows = _rows(data)
+            rows = _rows(data, signatures)
             if limit is not None:
                 rows = list(itertools.islice(rows, limit + 1))
                 more = len(rows) > limit
@@ -146,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
             if rows or limit is None:
                 out = open(args.out, "w", encoding="utf-8", newline="") if args.out else sys.stdout
                 try:
-                    {"table": write_table, "csv": write_csv, "json": write_json}[args.format](rows, out)
+                    {"table": write_table, "csv": write_csv, "json": write_json}[args.format](rows, out, signatures)
                 finally:
                     if args.out:
                         out.close()
@@ -206,9 +213,11 @@ def _describe(args: argparse.Namespace) -> str:
     return " ".join(parts) if parts else "(no filter)"
 
 
-def _rows(data) -> Iterator[dict]:
-    """One dict per observation, in the store's order (series, then time)."""
+def _rows(data, signatures: bool = False) -> Iterator[dict]:
+    """One dict per observation, in the store's order (series, then time); with `signatures`, also
+    "signed": True, False, or None where the archive cannot say (SeriesData.signed)."""
     for s in data:
+        signed = s.signed if signatures else None
         for i in range(len(s)):
             spectrum = s.spectra[i] if s.spectra is not None else None
             unc = float(s.uncertainty[i])
@@ -219,6 +228,7 @@ def _rows(data) -> Iterator[dict]:
                 "wavelengths_nm": None if spectrum is None else s.wavelengths[i],
                 "unit": s.unit[i] or "", "uncertainty": None if math.isnan(unc) else unc, "flag": int(s.flag[i]),
                 "flag_test": s.flag_test[i], "model_id": s.model_id[i], "model_version": s.model_version[i],
+                **({"signed": None if signed is None else bool(signed[i])} if signatures else {}),
             }
 
 
@@ -240,10 +250,16 @@ def _depth(d: float | None) -> str:
     return "" if d is None else (f"{d:g}")
 
 
-def write_table(rows: Iterable[dict], out: TextIO) -> None:
+def _yes_no(signed: bool | None) -> str:
+    return "" if signed is None else "yes" if signed else "no"
+
+
+def write_table(rows: Iterable[dict], out: TextIO, signatures: bool = False) -> None:
     from observatory.query import format_time
 
     header = ("time (UTC)", "site", "probe", "depth_cm", "quantity", "value", "unit", "uncertainty", "flag", "source/model")
+    if signatures:
+        header += ("signed",)
     lines = [header]
     for r in rows:
         if r["wavelengths_nm"] is not None:
@@ -255,8 +271,9 @@ def write_table(rows: Iterable[dict], out: TextIO) -> None:
         origin = r["source"]
         if r["model_id"]:
             origin += f" {r['model_id']}" + (f"@{r['model_version']}" if r["model_version"] else "")
-        lines.append((format_time(r["time_ns"]), r["site"], r["probe"], _depth(r["depth_cm"]), r["quantity"], value,
-                      r["unit"], "" if r["uncertainty"] is None else "±" + _num(r["uncertainty"]), flag, origin))
+        line = (format_time(r["time_ns"]), r["site"], r["probe"], _depth(r["depth_cm"]), r["quantity"], value,
+                r["unit"], "" if r["uncertainty"] is None else "±" + _num(r["uncertainty"]), flag, origin)
+        lines.append(line + (_yes_no(r["signed"]),) if signatures else line)
     widths = [max(len(line[c]) for line in lines) for c in range(len(header))]
     numeric = {3, 5, 7}
     for line in lines:
@@ -269,26 +286,29 @@ CSV_COLUMNS = ("time", "time_ns", "site", "gateway", "probe", "depth_cm", "quant
                "uncertainty", "flag", "flag_name", "flag_test", "model_id", "model_version", "wavelengths_nm")
 
 
-def write_csv(rows: Iterable[dict], out: TextIO) -> None:
-    """Spectra in full: values and wavelengths as space-separated numbers (repr, so lossless)."""
+def write_csv(rows: Iterable[dict], out: TextIO, signatures: bool = False) -> None:
+    """Spectra in full: values and wavelengths as space-separated numbers (repr, so lossless);
+    with `signatures`, a last column `signed`: yes, no, or empty where the archive cannot say."""
     from observatory.query import format_time
 
     w = csv.writer(out, lineterminator="\n")
-    w.writerow(CSV_COLUMNS)
+    w.writerow(CSV_COLUMNS + ("signed",) if signatures else CSV_COLUMNS)
     for r in rows:
         if r["wavelengths_nm"] is not None:
             value = " ".join(repr(float(x)) for x in r["value"])
             wl = " ".join(repr(float(x)) for x in r["wavelengths_nm"])
         else:
             value, wl = ("" if math.isnan(r["value"]) else repr(r["value"])), ""
-        w.writerow((format_time(r["time_ns"]), r["time_ns"], r["site"], r["gateway"], r["probe"],
-                    "" if r["depth_cm"] is None else repr(r["depth_cm"]), r["quantity"], r["source"], value, r["unit"],
-                    "" if r["uncertainty"] is None else repr(r["uncertainty"]), r["flag"], _flag_name(r["flag"]),
-                    r["flag_test"] or "", r["model_id"] or "", r["model_version"] or "", wl))
+        row = (format_time(r["time_ns"]), r["time_ns"], r["site"], r["gateway"], r["probe"],
+               "" if r["depth_cm"] is None else repr(r["depth_cm"]), r["quantity"], r["source"], value, r["unit"],
+               "" if r["uncertainty"] is None else repr(r["uncertainty"]), r["flag"], _flag_name(r["flag"]),
+               r["flag_test"] or "", r["model_id"] or "", r["model_version"] or "", wl)
+        w.writerow(row + (_yes_no(r["signed"]),) if signatures else row)
 
 
-def write_json(rows: Iterable[dict], out: TextIO) -> None:
-    """A JSON array of objects; missing values are null (JSON has no NaN), spectra as number arrays."""
+def write_json(rows: Iterable[dict], out: TextIO, signatures: bool = False) -> None:
+    """A JSON array of objects; missing values are null (JSON has no NaN), spectra as number arrays;
+    with `signatures` (the rows then carry it), "signed": true, false or null where the archive cannot say."""
     from observatory.query import format_time
 
     out.write("[\n")

@@ -246,6 +246,7 @@ def _piece(name: str, tags: dict, columns: list[str], rows: list[list]) -> dict:
         for c in ("unit", "flag_test", "model_id", "model_version"):  # string fields in layout 1
             piece[c] = _text_column(by.get(c, none))
         absent = None
+        piece["signed"] = np.full(n, -1, dtype=np.int8)  # layout 1 kept no verification: unknown
     else:
         for c in ("unit", "model_id", "model_version"):
             piece[c] = np.full(n, tags.get(c) or None, dtype=object)
@@ -253,7 +254,8 @@ def _piece(name: str, tags: dict, columns: list[str], rows: list[list]) -> dict:
         qc = np.where(np.isnan(qc), 0, qc).astype(np.int64)
         absent = qc & 3
         unc[(absent & lp.ABSENT_UNCERTAINTY) != 0] = np.nan
-        piece["flag_test"] = _test_names(qc >> 2, by.get("flag_test", none))
+        piece["flag_test"] = _test_names((qc >> 2) & lp.TEST_MASK, by.get("flag_test", none))
+        piece["signed"] = ((qc & lp.SIGNED) != 0).astype(np.int8)
     if name in (lp.SPECTRUM, lp.LEGACY_SPECTRUM):
         chunk_cols = [c for c in columns if c == "values" or c.startswith("values_")]
         bands = by.get("n_bands", none)
@@ -302,7 +304,7 @@ def _precedence(name: str, tags: dict) -> tuple:
             tags.get("model_id") or "", tags.get("unit") or "")
 
 
-_COLUMNS = ("time_ns", "value", "uncertainty", "flag", "unit", "flag_test", "model_id", "model_version")
+_COLUMNS = ("time_ns", "value", "uncertainty", "flag", "unit", "flag_test", "model_id", "model_version", "signed")
 
 
 def _merge(sources: list[tuple[tuple, list[dict]]]) -> list[dict]:
@@ -471,9 +473,10 @@ class InfluxStore:
         flag = cat("flag")
         if flag.dtype != np.uint8:  # a point without flag: not evaluated
             flag = np.where(np.isnan(flag), 2, flag).astype(np.uint8)
+        signed = cat("signed")  # 1, 0, or -1 where a layout 1 point cannot say
         s = SeriesData(*key, time_ns=cat("time_ns"), value=cat("value"), uncertainty=cat("uncertainty"), flag=flag,
                        unit=cat("unit"), flag_test=cat("flag_test"), model_id=cat("model_id"),
-                       model_version=cat("model_version"))
+                       model_version=cat("model_version"), signed=None if (signed < 0).any() else signed == 1)
         if any("spectra" in p for p in pieces):
             s.spectra = [x for p in pieces for x in p.get("spectra") or [None] * len(p["time_ns"])]
             s.wavelengths = [x for p in pieces  # digests until _attach_axes
@@ -613,4 +616,5 @@ def _head(s: SeriesData, n: int) -> SeriesData:
     return SeriesData(s.site, s.gateway, s.probe, s.depth_cm, s.quantity, s.source, s.time_ns[:n], s.value[:n],
                       s.uncertainty[:n], s.flag[:n], s.unit[:n], s.flag_test[:n], s.model_id[:n],
                       s.model_version[:n], None if s.spectra is None else s.spectra[:n],
-                      None if s.wavelengths is None else s.wavelengths[:n])
+                      None if s.wavelengths is None else s.wavelengths[:n],
+                      None if s.signed is None else s.signed[:n])

@@ -20,7 +20,10 @@ archives written before is kept below for reading and migrating them):
   out when unknown), flag (int, QARTOD) and qc (int): 4 x the code of the
   test that set the flag (TEST_CODES; 0 none, 255 "named in the string
   field flag_test", written only then) + the bits of what this write did
-  not carry (1: value, 2: uncertainty). Why `qc`: InfluxDB merges the
+  not carry (1: value, 2: uncertainty) + SIGNED (1024) when the point
+  came from a batch whose Ed25519 signature ingest verified against the
+  gateway's registered key (docs/wire.md, "Signed batches"); readers take
+  the test code as (qc >> 2) & 255. Why `qc`: InfluxDB merges the
   fields of a rewritten point (same series and time), so a field left out
   keeps the value of an earlier write; qc, written on every point, says
   which fields belong to this write, and readers ignore the others. Why
@@ -88,6 +91,12 @@ LEGACY_SCALAR, LEGACY_SPECTRUM = "humus_observation", "humus_spectrum"
 """Layout 1 (archives written before schema 2): read, and migrated by observatory.archive_migrate."""
 ABSENT_VALUE, ABSENT_UNCERTAINTY = 1, 2
 """Bits of `qc` (qc & 3): what this write of the point did not carry."""
+SIGNED = 1024
+"""Bit of `qc` (qc & SIGNED): this write came from a batch whose signature verified. Above 4 x 255 + 3, the
+largest test code and absent bits; in qc, not a field of its own, because qc is on every write of a point
+(a field a later unsigned write left out would keep the earlier write's value)."""
+TEST_MASK = 255
+"""The test code in `qc` is (qc >> 2) & TEST_MASK."""
 TEST_CODES = {
     "gross_range": 1, "spike": 2, "flat_line": 3, "rate_of_change": 4, "climatology": 5, "location": 6,
     "attenuated_signal": 7, "neighbor": 8, "missing": 9, "missing_input": 10, "clock_unsynced": 11,
@@ -95,7 +104,7 @@ TEST_CODES = {
     "crc_error": 16, "garbled": 17, "partial": 18, "out_of_range": 19, "saturated": 20, "stuck": 21,
     "absent": 22, "busy": 23, "error": 24, "no_answer": 25,
 }
-"""flag_test names as codes in `qc` (qc >> 2); 0 is no test. Append only: archives keep these numbers."""
+"""flag_test names as codes in `qc` ((qc >> 2) & TEST_MASK); 0 is no test. Append only: archives keep these numbers."""
 TEST_NAMED = 255
 """Code of a test name not in TEST_CODES: the name is in the string field `flag_test` of the same write."""
 TEST_NAMES = {code: name for name, code in TEST_CODES.items()}
@@ -197,8 +206,9 @@ def axis_id(wavelengths: Sequence[float]) -> tuple[str, str]:
 
 _SOURCE_TEXT = {"raw": "raw", "calibrated": "calibrated"}  # Source members hash and compare as their value
 _MAX_CACHED = 100_000
-_heads_cache: dict[tuple[str, str], dict[tuple, tuple[str, int, str]]] = {}
-"""Per site/gateway, per distinct names of a row: ("humus_obs,<tag set> ", 4 x test code, flag_test field).
+_heads_cache: dict[tuple[str, str, bool], dict[tuple, tuple[str, int, str]]] = {}
+"""Per site/gateway/signed, per distinct names of a row: ("humus_obs,<tag set> ", 4 x test code (+ SIGNED),
+flag_test field); the signed bit lives in the cache key, so it costs a signed batch nothing per row.
 Building the tag set was a third of the encoding time; now it is one dict lookup per row."""
 
 NAMES = attrgetter("probe", "quantity", "depth_cm", "unit", "flag_test", "model_id", "model_version", "source")
@@ -217,13 +227,14 @@ def _tag_set(site: str, gateway: str, r) -> str:
                     if v is not None or k in ("gateway", "probe", "quantity", "site"))
 
 
-def _heads(site: str, gateway: str, rows: Sequence, keys: list | None) -> list[tuple[str, int, str]]:
-    """(head, 4 x test code, flag_test field) of each row, from the cache of each distinct set of names."""
-    cache = _heads_cache.get((site, gateway))
+def _heads(site: str, gateway: str, rows: Sequence, keys: list | None,
+           signed: bool = False) -> list[tuple[str, int, str]]:
+    """(head, 4 x test code (+ SIGNED), flag_test field) of each row, from the cache of each distinct set of names."""
+    cache = _heads_cache.get((site, gateway, signed))
     if cache is None:
         if len(_heads_cache) >= _MAX_CACHED // 10:
             _heads_cache.clear()
-        cache = _heads_cache[(site, gateway)] = {}
+        cache = _heads_cache[(site, gateway, signed)] = {}
     if keys is None:
         keys = list(map(NAMES, rows))
     heads = list(map(cache.get, keys))
@@ -235,7 +246,9 @@ def _heads(site: str, gateway: str, rows: Sequence, keys: list | None) -> list[t
                     if len(cache) >= _MAX_CACHED:
                         cache.clear()
                     r = rows[i]
-                    head = cache[keys[i]] = (f"{SCALAR},{_tag_set(site, gateway, r)} ", *_test_code(site, gateway, r))
+                    code, named = _test_code(site, gateway, r)
+                    head = cache[keys[i]] = (f"{SCALAR},{_tag_set(site, gateway, r)} ",
+                                             code + SIGNED if signed else code, named)
                 heads[i] = head
     return heads
 
@@ -273,10 +286,10 @@ def encode(observations: Iterable[Observation] | Sequence) -> list[str]:
                     axes[digest] = (text, t)
             continue
         if isinstance(part, ObservationRows):
-            _encode_rows(part.site, part.gateway, part.rows, lines, axes, part.keys)
+            _encode_rows(part.site, part.gateway, part.rows, lines, axes, part.keys, part.signed)
             continue
-        for site, gateway, rows in groups(part):
-            _encode_rows(site, gateway, rows, lines, axes)
+        for site, gateway, rows, signed in groups(part):
+            _encode_rows(site, gateway, rows, lines, axes, signed=signed)
     for digest, (text, t) in axes.items():
         lines.append(f"{AXIS},{_AXIS_KEY}{digest} {chunk_fields('wavelengths', text)} {t}")
     return lines
@@ -290,16 +303,16 @@ def prepare(rows: ObservationRows) -> None:
         lines: list[str] = []
         axes: dict[str, tuple[str, int]] = {}
         try:
-            _encode_rows(rows.site, rows.gateway, rows.rows, lines, axes, rows.keys)
+            _encode_rows(rows.site, rows.gateway, rows.rows, lines, axes, rows.keys, rows.signed)
         except StoreRejected:
             return
         rows.prepared = (lines, axes)
 
 
 def _encode_rows(site: str, gateway: str, rows: Sequence, lines: list[str], axes: dict,
-                 keys: list | None = None) -> None:
+                 keys: list | None = None, signed: bool = False) -> None:
     add = lines.append
-    for r, (head, qc, named) in zip(rows, _heads(site, gateway, rows, keys)):
+    for r, (head, qc, named) in zip(rows, _heads(site, gateway, rows, keys, signed)):
         v, u = r.value, r.uncertainty
         if v.__class__ is float and v == v:
             if u is None:

@@ -11,6 +11,13 @@ Layout (schema version 1, kept in table `meta`):
 - `label`: each distinct (unit, flag_test, model_id, model_version) once;
   observations carry its id, so a year of one probe does not repeat its
   unit and test names a million times, and queries read integers.
+- `observation.signed`: 1 where the row was written from a batch whose
+  Ed25519 signature ingest verified against the gateway's registered key
+  (docs/wire.md, "Signed batches"), NULL otherwise; a later copy of the
+  point replaces it with its own batch's status. Archives made before it
+  get the column (ALTER TABLE ... ADD COLUMN, WITHOUT ROWID allows it) on
+  the first writable open; a read-only open (`create=False`, queries) of
+  such an archive changes nothing and reads the status as unknown (None).
 - `axis`: each distinct wavelength axis once (float64 blob, keyed by its
   SHA-256); spectra are float64 blobs pointing at their axis, so they come
   back bit for bit.
@@ -67,10 +74,14 @@ _SCHEMA = (
         value REAL, uncertainty REAL, flag INTEGER NOT NULL,
         label_id INTEGER NOT NULL REFERENCES label(id),
         spectrum BLOB, axis_id INTEGER REFERENCES axis(id),
+        signed INTEGER,
         PRIMARY KEY (series_id, time_ns)) WITHOUT ROWID""",
 )
 
 _COLUMNS = "time_ns, value, uncertainty, flag, label_id, spectrum, axis_id"
+_INSERT = {signed: f"INSERT OR REPLACE INTO observation(series_id, {_COLUMNS}, signed) "
+                   f"VALUES (?,?,?,?,?,?,?,?,{'1' if signed else 'NULL'})" for signed in (False, True)}
+"""Per signed status of a group of rows: the status is in the statement, not bound once per row."""
 
 _DATA_ERRORS = (UnicodeError, OverflowError, TypeError, ValueError, sqlite3.IntegrityError, sqlite3.DataError,
                 sqlite3.InterfaceError, sqlite3.ProgrammingError)
@@ -104,6 +115,8 @@ class SqliteStore:
         self._labels: dict[tuple, int] = {}
         self._spectral: set[int] = set()
         self._axis_values: dict[int, np.ndarray] = {}
+        self._signed_column = True
+        """observation.signed exists (False: an older archive not yet written by this humus)."""
         try:
             version = self._schema_version()
         except sqlite3.DatabaseError as e:
@@ -117,6 +130,25 @@ class SqliteStore:
         elif version != SCHEMA_VERSION:
             self._con.close()
             raise StoreError(f"{self.path}: archive schema version {version}, this humus reads version {SCHEMA_VERSION}")
+        else:
+            self._signed_column = self._has_signed_column(self._con)
+            if not self._signed_column and create:
+                try:
+                    self._add_signed_column()
+                except StoreError:
+                    pass  # a read-only file or a long lock: read as unknown; a write tries again
+
+    @staticmethod
+    def _has_signed_column(con: sqlite3.Connection) -> bool:
+        return any(row[1] == "signed" for row in con.execute("PRAGMA table_info(observation)"))
+
+    def _add_signed_column(self) -> None:
+        """Give an archive from before `observation.signed` the column (its rows read as not signed)."""
+        def add(con: sqlite3.Connection) -> None:
+            if not self._has_signed_column(con):  # another process may have added it meanwhile
+                con.execute("ALTER TABLE observation ADD COLUMN signed INTEGER")
+        run_write(self._con, f"{self.path}: add column observation.signed", add)
+        self._signed_column = True
 
     def _schema_version(self) -> int | None:
         row = self._con.execute("SELECT name FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
@@ -137,6 +169,8 @@ class SqliteStore:
         if not observations:
             return
         what = f"{self.path}: write {len(observations)} observations"
+        if not self._signed_column:
+            self._add_signed_column()
         try:
             run_write(self._con, what, self._write, observations)
         except BaseException as e:
@@ -184,10 +218,17 @@ class SqliteStore:
 
     def _write(self, con: sqlite3.Connection, observations: Sequence[Observation]) -> None:
         # Rows as decoded (humus.obsrows) or Observations: the same attribute names.
-        rows = []
+        rows: list[tuple] = []
         add = rows.append
+        status = False
         labels = self._labels
-        for site, gateway, items in groups(observations):
+        for site, gateway, items, signed in groups(observations):
+            if signed is not status:  # rows go in order: those before, under their own status
+                if rows:
+                    con.executemany(_INSERT[status], rows)
+                    rows = []
+                    add = rows.append
+                status = signed
             series = self._series.get((site, gateway))
             if series is None:
                 series = self._series[(site, gateway)] = {}
@@ -212,7 +253,7 @@ class SqliteStore:
                     value = float(v)
                     value = None if math.isnan(value) else value
                 add((sid, r.time_ns, value, r.uncertainty, int(r.flag), lid, spectrum, axis))
-        con.executemany(f"INSERT OR REPLACE INTO observation(series_id, {_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)", rows)
+        con.executemany(_INSERT[status], rows)
 
     # -- reading -----------------------------------------------------------
 
@@ -245,7 +286,8 @@ class SqliteStore:
         for sid, site, gateway, probe, depth, quantity, source, spectral in self._matching_series(selection):
             if remaining is not None and remaining <= 0:
                 return
-            sql = f"SELECT {_COLUMNS if spectral else _SCALAR_COLUMNS} FROM observation WHERE series_id=?"
+            sql = (f"SELECT {_COLUMNS if spectral else _SCALAR_COLUMNS}{', signed' if self._signed_column else ''} "
+                   "FROM observation WHERE series_id=?")
             args = [sid]
             if selection.since_ns is not None:
                 sql += " AND time_ns>=?"
@@ -277,6 +319,7 @@ class SqliteStore:
 
     def _to_series(self, key: tuple, rows: list[tuple], labels: list[np.ndarray]) -> SeriesData:
         columns = list(zip(*rows))
+        signed = np.array(columns.pop(), dtype=np.float64) == 1 if self._signed_column else None  # NULL: nan
         t, v, u, f, lab = columns[:5]
         spectra = wavelengths = None
         if len(columns) > 5 and any(s is not None for s in columns[5]):
@@ -287,7 +330,7 @@ class SqliteStore:
         return SeriesData(*key, time_ns=np.array(t, dtype=np.int64), value=np.array(v, dtype=np.float64),
                           uncertainty=np.array(u, dtype=np.float64), flag=np.array(f, dtype=np.uint8),
                           unit=unit, flag_test=flag_test, model_id=model_id, model_version=model_version,
-                          spectra=spectra, wavelengths=wavelengths)
+                          spectra=spectra, wavelengths=wavelengths, signed=signed)
 
     def query(self, selection: Selection) -> Iterable[Observation]:
         for data in self.columns(selection):
