@@ -22,6 +22,7 @@ from firmware_bridge.reading import Reading
 from humus.records import QualityFlag
 
 log = logging.getLogger(__name__)
+_FLAGS = {int(f): f for f in QualityFlag}
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +80,8 @@ class Calibrator:
 
     def _wrap(self, r: Any) -> CalibratedValue:
         value = float(r.value)
-        flag = QualityFlag(int(r.flag))
+        code = int(r.flag)
+        flag = _FLAGS.get(code) or QualityFlag(code)    # a dict, not the Enum call: this runs per value
         unc = float(r.uncertainty) if r.uncertainty is not None and math.isfinite(float(r.uncertainty)) else None
         if not math.isfinite(value):
             value, flag = math.nan, QualityFlag.MISSING

@@ -181,8 +181,9 @@ GIVE_UP_AFTER = 6
 """Restarts in a row without a good turn after which `healthy()` says no (systemd then restarts the process)."""
 GOOD_TURN_S = 1.0
 """A restarted thread that still turns this long after its restart has recovered."""
-HOUSEKEEPING_S = 0.5
-"""How often the collector thread looks at the clock, the spool's reserve and the other threads."""
+HOUSEKEEPING_S = 1.0
+"""How often the collector thread looks at the clock, the spool's reserve and the other threads (each
+look wakes a thread: twice a second was a few per cent of the collector's CPU, for no faster restart)."""
 
 
 def restart_delay_s(restarts_in_a_row: int) -> float:

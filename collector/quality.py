@@ -33,6 +33,7 @@ again at every poll.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import json
 import math
@@ -96,12 +97,28 @@ class SeriesQc:
         self._text_times: deque[str] = deque(maxlen=self.maxlen)
         self._text_values: deque[str] = deque(maxlen=self.maxlen)
         self._text_flags: deque[str] = deque(maxlen=self.maxlen)
+        # For the flat-line test at every point without sorting the window's steps again nor scanning
+        # it for NaN: its time steps kept sorted, and how many of its values are not finite.
+        self._steps: list[int] = []
+        self._nonfinite = 0
 
     def _clear(self) -> None:
         for d in (self.times, self.values, self.flags, self._text_times, self._text_values, self._text_flags):
             d.clear()
+        self._steps.clear()
+        self._nonfinite = 0
 
     def _push(self, t: int, v: float, f: int) -> None:
+        times, steps = self.times, self._steps
+        if len(times) == self.maxlen:          # the oldest point leaves the window
+            del steps[bisect.bisect_left(steps, times[1] - times[0])]
+            old = self.values[0]
+            if not old - old == 0:
+                self._nonfinite -= 1
+        if times:
+            bisect.insort(steps, t - times[-1])
+        if not v - v == 0:                     # NaN or +/-inf
+            self._nonfinite += 1
         self.times.append(t)
         self.values.append(v)
         self.flags.append(f)
@@ -140,7 +157,8 @@ class SeriesQc:
         if s.flat_line is not None:
             fl = s.flat_line
             results.append((_flat_line_last(values, times, fl.suspect_threshold_s, fl.fail_threshold_s,
-                                            fl.tolerance), "flat_line"))
+                                            fl.tolerance, self._median_step_s(), not self._nonfinite),
+                            "flat_line"))
         verdict = _worst(results, verdict_missing)
         self._set_flag(-1, int(verdict.flag))
         late = None
@@ -151,11 +169,19 @@ class SeriesQc:
             else:
                 f_prev = int(_qartod().spike([prev2, prev1, value], sp.suspect_threshold, sp.fail_threshold,
                                              sp.method)[1])
-            prev = QualityFlag(self.flags[-2])
-            if f_prev in (SUSPECT, FAIL) and _rank(QualityFlag(f_prev)) > _rank(prev):
+            if f_prev in (SUSPECT, FAIL) and _CODE_RANK[f_prev] > _CODE_RANK[self.flags[-2]]:
                 self._set_flag(-2, f_prev)
                 late = LateVerdict(self.times[-2], QualityFlag(f_prev), "spike")
         return verdict, late
+
+    def _median_step_s(self) -> float | None:
+        """`_median_step_s(self.times)` from the steps kept sorted; None for fewer than two points."""
+        steps = self._steps
+        k = len(steps)
+        if not k:
+            return None
+        mid = steps[k // 2] if k % 2 else (steps[k // 2 - 1] + steps[k // 2]) // 2
+        return float(mid // 10**9)
 
     def _set_flag(self, i: int, f: int) -> None:
         self.flags[i] = f
@@ -184,8 +210,10 @@ _ORDER = {QualityFlag.NOT_EVALUATED: 0, QualityFlag.PASS: 1, QualityFlag.SUSPECT
           QualityFlag.FAIL: 3, QualityFlag.MISSING: 4}
 
 
-def _rank(f: QualityFlag) -> int:
-    return _ORDER[f]
+_CODE_RANK = {int(f): r for f, r in _ORDER.items()}
+"""The same order on collector.qartod's integer codes (0 for a point not judged yet)."""
+_CODE_RANK[0] = -1
+_FLAGS = {int(f): f for f in QualityFlag}
 
 
 def _worst(results: list[tuple[int, str]], missing: bool) -> Verdict:
@@ -193,8 +221,11 @@ def _worst(results: list[tuple[int, str]], missing: bool) -> Verdict:
         return Verdict(QualityFlag.MISSING, "missing")
     if not results:
         return Verdict(QualityFlag.NOT_EVALUATED, None)
-    best = max(results, key=lambda r: _rank(QualityFlag(r[0])))
-    flag = QualityFlag(best[0])
+    best = results[0]
+    for r in results:          # the first of the worst, as max() gives it
+        if _CODE_RANK[r[0]] > _CODE_RANK[best[0]]:
+            best = r
+    flag = _FLAGS[best[0]]
     return Verdict(flag, best[1] if flag not in (QualityFlag.PASS, QualityFlag.NOT_EVALUATED) else None)
 
 
@@ -260,20 +291,28 @@ def _median_step_s(times: "deque[int] | list[int]") -> float:
 
 
 def _flat_line_last(values: "deque[float] | list[float]", times: "deque[int] | list[int]", suspect_s: float,
-                    fail_s: float, tolerance: float) -> int:
-    """`qartod.flat_line(values, times, ...)[-1]` without judging every earlier point again."""
+                    fail_s: float, tolerance: float, interval: float | None = None, all_finite: bool = False) -> int:
+    """`qartod.flat_line(values, times, ...)[-1]` without judging every earlier point again.
+
+    `interval` (the median step, `_median_step_s(times)`) and `all_finite` (no NaN nor inf in
+    `values`) may be given by a caller that keeps them up to date.
+    """
     n = len(values)
     if n < 3:
         return PASS
     last = values[-1]
-    interval = _median_step_s(times)
+    if interval is None:
+        interval = _median_step_s(times)
     if interval <= 0:
         return int(_qartod().flat_line(list(values), list(times), suspect_s, fail_s, tolerance)[-1])
     flag = PASS
     for threshold, value in ((suspect_s, SUSPECT), (fail_s, FAIL)):
         count = int(int(threshold) / interval)
         if n >= count + 1:
-            window = [v for v in itertools.islice(values, n - count - 1, n) if math.isfinite(v)]
+            if all_finite:
+                window: Any = values if count + 1 == n else list(itertools.islice(values, n - count - 1, n))
+            else:
+                window = [v for v in itertools.islice(values, n - count - 1, n) if math.isfinite(v)]
             if window and abs(max(window) - min(window)) < tolerance:
                 flag = value
     return MISSING if not math.isfinite(last) else flag

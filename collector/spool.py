@@ -58,7 +58,8 @@ The disk may still fill under the spool (another program's logs). So:
   Transaction"), so the real error is what is reported.
 
 Group commit: the first append to arrive leads a group; appends arriving
-while it waits or commits join the next group. The leader waits (at most
+while it waits join it, those arriving while it commits form the next one
+(one of them leads it once the commit is done). The leader waits (at most
 `group_window_s`) for the writers that announced an append with `expect`
 and have not yet made it (the pollers of other ports still reading their
 probes in the same slot), then commits every append of its group in one
@@ -161,9 +162,19 @@ class _Append:
     rows: list[tuple[int, str]]
     qc_state: dict[str, str] | None
     size: int
-    done: bool = False
     result: AppendResult = field(default_factory=AppendResult)
     error: BaseException | None = None
+
+
+class _Group:
+    """The appends of one commit; its members wait on `cond` (the spool's group lock) for `done`."""
+
+    __slots__ = ("items", "cond", "done")
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self.items: list[_Append] = []
+        self.cond = threading.Condition(lock)
+        self.done = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,11 +209,12 @@ class Spool:
         self.site, self.gateway = site, gateway
         self.quota_bytes = int(quota_bytes)
         self._lock = threading.Lock()
-        # Group commit (see the module's docstring); all under _group.
+        # Group commit (see the module's docstring); all under _group_lock.
         self.group_window_s = group_window_s
-        self._group = threading.Condition(threading.Lock())
-        self._queue: list[_Append] = []
-        self._leading = False
+        self._group_lock = threading.Lock()
+        self._forming = _Group(self._group_lock)          # the group the next append joins
+        self._leader_wake = threading.Condition(self._group_lock)
+        self._leading = False          # a leader is waiting for its group or committing it
         self._expected: set[str] = set()
         self.commits = 0           # append transactions committed (each one fsync)
         self.appends = 0           # appends they held
@@ -364,14 +376,20 @@ class Spool:
     # -- 1. append -------------------------------------------------------------
     def expect(self, writer: str) -> None:
         """`writer` (a port's poller) is reading a probe and will append soon: a group commit may wait for it."""
-        with self._group:
+        with self._group_lock:
             self._expected.add(writer)
 
     def withdraw(self, writer: str) -> None:
         """`writer` announced an append it will not make (its polls failed before producing anything)."""
-        with self._group:
+        with self._group_lock:
+            self._arrived(writer)
+
+    def _arrived(self, writer: str | None) -> None:
+        """`writer`'s announcement is over (group lock held): wake a waiting leader if it was the last."""
+        if writer is not None and writer in self._expected:
             self._expected.discard(writer)
-            self._group.notify_all()
+            if not self._expected:
+                self._leader_wake.notify()
 
     def append(self, observations: Sequence[Observation], qc_state: dict[str, str] | None = None, *,
                writer: str | None = None) -> AppendResult:
@@ -384,32 +402,39 @@ class Spool:
         """
         rows = [(o.time_ns, observation_json(o)) for o in observations]
         item = _Append(rows, qc_state, sum(len(b) for _, b in rows))
-        with self._group:
-            self._queue.append(item)
-            if writer is not None:
-                self._expected.discard(writer)
-            self._group.notify_all()
-            while self._leading and not item.done:
-                self._group.wait()
-            if not item.done:
+        with self._group_lock:
+            group = self._forming
+            group.items.append(item)
+            self._arrived(writer)
+            # Each wake-up is targeted: a group's members when it is committed, one member of the
+            # forming group when the leader before it is done (never every waiting thread per append).
+            while self._leading and not group.done:
+                group.cond.wait()
+            led = not group.done
+            interrupted: BaseException | None = None
+            if led:
                 self._leading = True
-                deadline = time.monotonic() + self.group_window_s
-                while self._expected:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    self._group.wait(left)
-                group, self._queue = self._queue, []
-        led = not item.done
+                try:
+                    deadline = time.monotonic() + self.group_window_s
+                    while self._expected:
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            break
+                        self._leader_wake.wait(left)
+                except BaseException as stop:  # noqa: BLE001 - e.g. KeyboardInterrupt: commit the group first
+                    interrupted = stop
+                self._forming = _Group(self._group_lock)
         if led:
             try:
-                self._commit(group)
+                self._commit(group.items)
             finally:
-                with self._group:
-                    for it in group:
-                        it.done = True
+                with self._group_lock:
+                    group.done = True
                     self._leading = False
-                    self._group.notify_all()
+                    group.cond.notify_all()
+                    self._forming.cond.notify()     # one of the next group leads it
+            if interrupted is not None:
+                raise interrupted
         e = item.error
         if e is not None:
             # One exception object per thread: the leader's own, a copy in the others.

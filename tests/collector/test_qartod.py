@@ -187,3 +187,29 @@ def test_streaming_flat_line_of_the_last_point_agrees_with_the_array_function():
         f = s * float(rng.choice([1, 2]))
         tol = float(rng.choice([0, 0.05, 0.5]))
         assert _flat_line_last(x, t, s, f, tol) == qartod.flat_line(x, t, s, f, tol)[-1], (x, s, f, tol)
+
+
+def test_streaming_flat_line_keeps_agreeing_as_points_leave_the_window():
+    """The window's sorted steps and its count of non-finite values are kept up to date, not recomputed:
+    over long series with uneven steps, NaN and inf, the newest flag still equals the array function's."""
+    rng = np.random.default_rng(23)
+    for case in range(40):
+        interval = int(rng.choice([1, 60]))
+        fl = FlatLineQc(float(rng.choice([3, 5, 8])) * interval, float(rng.choice([8, 12])) * interval,
+                        float(rng.choice([0.001, 0.05])))
+        qc = SeriesQc(QcSettings(flat_line=fl), interval)
+        t = BASE_NS
+        values, times = [], []
+        for i in range(4 * qc.maxlen + 7):
+            t += int(interval * 10**9 * rng.choice([1, 1, 1, 2, 3])) + int(rng.integers(0, 10**6))
+            v = float(rng.choice([20.0, 20.0, 20.01, rng.normal(20, 1)]))
+            if rng.random() < 0.05:
+                v = float(rng.choice([np.nan, np.inf, -np.inf]))
+            values.append(v)
+            times.append(t)
+            verdict, _ = qc.check(t, v)
+            w = slice(max(0, len(values) - qc.maxlen), len(values))
+            expected = int(qartod.flat_line(values[w], times[w], fl.suspect_threshold_s, fl.fail_threshold_s,
+                                            fl.tolerance)[-1])
+            if np.isfinite(v):       # a NaN or inf point is MISSING whatever its window
+                assert int(verdict.flag) == expected, (case, i)
