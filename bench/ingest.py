@@ -17,7 +17,9 @@ Anchor in the same run: the raw write rate of plain 3-field points
 (the same series as 6 tags; value, uncertainty, flag), 5,000 points per
 request on one keep-alive connection, before and after the ingest runs;
 the better of the two is kept, so a disturbed anchor cannot flatter the
-ingest figures. CPU seconds per 100k observations come from
+ingest figures. Every run starts once InfluxDB is idle (`settle`), and its
+database is dropped once counted, so that no run pays for the snapshots and
+compactions of the one before. CPU seconds per 100k observations come from
 /proc/<pid>/stat (utime + stime) of the worker processes and of influxd
 over each run (a worker's start-up is left out). Figures of N rounds
 (--rounds) are medians. Also: SQLite archive with 1 and 2 workers.
@@ -134,6 +136,10 @@ class Influx:
     def create(self, db: str) -> None:
         self._post("/query", f"q=CREATE DATABASE {db}".encode(), form=True)
 
+    def drop(self, db: str) -> None:
+        """Drop a database once counted: InfluxDB would otherwise go on compacting its shards during later runs."""
+        self._post("/query", f"q=DROP DATABASE {db}".encode(), form=True)
+
     def count(self, db: str, measurement: str, field: str = "flag") -> int:
         q = urllib.parse.urlencode({"db": db, "q": f'SELECT count("{field}") FROM "{measurement}"'}).encode()
         status, data = self._post("/query", q, form=True)
@@ -157,7 +163,21 @@ class Influx:
 
     def write_rate(self, db: str, lines: list[str]) -> float:
         """Points/s of pre-encoded lines, 5,000 per request, one keep-alive connection."""
-        return len(lines) / self.write_bodies(db, request_bodies(lines))
+        rate = len(lines) / self.write_bodies(db, request_bodies(lines))
+        self.drop(db)
+        return rate
+
+
+def settle(pid: int, idle_cores: float = 0.05, window_s: float = 0.5, timeout_s: float = 30.0) -> None:
+    """Wait until a server (InfluxDB) has finished what an earlier run left it (snapshots, compactions):
+    at most `idle_cores` of CPU over `window_s`. Such background work would otherwise fall in the next run,
+    whichever contender that is (seen: InfluxDB CPU per 100k observations from 0.4 to 1.2 in one bench)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        c0 = cpu_s(pid)
+        time.sleep(window_s)
+        if cpu_s(pid) - c0 <= idle_cores * window_s:
+            return
 
 
 class Status:
@@ -224,11 +244,14 @@ def forget_sessions(port: int, client_ids: list[str]) -> None:
 
 
 def run_ingest(workdir: Path, mqtt_port: int, store_url: str, workers: int, messages, n_obs: int,
-               state_file: Path, tag: str, db_pid: int | None, stored=None) -> dict:
+               state_file: Path, tag: str, db_pid: int | None, stored=None, repo: Path = REPO,
+               broker_pid: int | None = None) -> dict:
     """`workers` `humus ingest` processes on one shared subscription: rate and CPU of workers and database.
 
     Done when the workers report every observation written, or, with `stored()`, when it says so
     (bench/peer_nodered.py counts points in the database for every contender alike).
+    `repo`: the checkout whose `humus ingest` runs (--baseline). With `broker_pid`, also the CPU of the
+    broker and of this process (the publisher), which share the machine's cores with the rest.
     """
     status = Status(mqtt_port)
     ids = [f"bench-{tag}-{i}" for i in range(workers)]
@@ -241,8 +264,8 @@ def run_ingest(workdir: Path, mqtt_port: int, store_url: str, workers: int, mess
                            f'[mqtt]\nhost = "127.0.0.1"\nport = {mqtt_port}\n')
             log = open(workdir / f"{cid}.log", "wb")
             procs.append(subprocess.Popen([sys.executable, "-m", "humus", "ingest", "--config", str(cfg)],
-                                          cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                                          env={**os.environ, "PYTHONPATH": str(REPO)}))
+                                          cwd=repo, stdout=log, stderr=subprocess.STDOUT,
+                                          env={**os.environ, "PYTHONPATH": str(repo)}))
             log.close()
 
         def online() -> bool:
@@ -255,6 +278,7 @@ def run_ingest(workdir: Path, mqtt_port: int, store_url: str, workers: int, mess
         time.sleep(0.3)
         cpu0 = [cpu_s(p.pid) for p in procs]
         db0 = cpu_s(db_pid) if db_pid else 0.0
+        broker0, own0 = cpu_s(broker_pid) if broker_pid else 0.0, time.process_time()
         t0 = time.perf_counter()
         t_pub = publish_all(mqtt_port, messages, tag)
         if stored is None:
@@ -264,9 +288,11 @@ def run_ingest(workdir: Path, mqtt_port: int, store_url: str, workers: int, mess
         elapsed = time.perf_counter() - t0
         worker_cpu = sum(cpu_s(p.pid) for p in procs) - sum(cpu0)
         db_cpu = cpu_s(db_pid) - db0 if db_pid else 0.0
+        rest_cpu = cpu_s(broker_pid) - broker0 + time.process_time() - own0 if broker_pid else 0.0
         shares = [status.docs[c]["totals"]["messages_in"] for c in ids]
         print(f"  {tag}: published in {t_pub:.2f} s, stored in {elapsed:.2f} s; messages per worker {shares}")
-        return {"rate": n_obs / elapsed, "worker_cpu": worker_cpu / n_obs * 1e5, "db_cpu": db_cpu / n_obs * 1e5}
+        return {"rate": n_obs / elapsed, "worker_cpu": worker_cpu / n_obs * 1e5, "db_cpu": db_cpu / n_obs * 1e5,
+                "rest_cpu": rest_cpu / n_obs * 1e5}
     finally:
         for p in procs:
             p.terminate()
@@ -293,7 +319,11 @@ def main() -> int:
     ap.add_argument("--messages", type=int, default=3000, help="messages of 100 observations per run (3000)")
     ap.add_argument("--rounds", type=int, default=2, help="rounds of every run; medians are reported (2)")
     ap.add_argument("--no-sqlite", action="store_true", help="skip the SQLite archive runs")
+    ap.add_argument("--workers", default="1,2,4", help="InfluxDB runs with these numbers of workers (1,2,4)")
+    ap.add_argument("--baseline", type=Path, help="another checkout (a git worktree of an earlier commit): its "
+                    "1-worker InfluxDB run too, right after this one's in every round, for a before/after")
     args = ap.parse_args()
+    counts = [int(w) for w in args.workers.split(",")]
 
     messages, all_obs = make_messages(args.messages)
     n_obs = len(all_obs)
@@ -311,20 +341,29 @@ def main() -> int:
     runs: dict[str, list[dict]] = {}
     try:
         for r in range(args.rounds):
+            settle(server.proc.pid)
             raw.append(influx.write_rate(f"raw_{r}_a", plain))
             print(f"round {r + 1}: raw 3-field points, 5,000 per request: {raw[-1]:,.0f} points/s")
-            for workers in (1, 2, 4):
-                db = f"ingest_{r}_{workers}"
+            plan = [("influx", workers, REPO) for workers in counts]
+            if args.baseline:  # next to this checkout's 1-worker run, before it and after it in turn
+                at = counts.index(1) if 1 in counts else 0
+                plan.insert(at + r % 2, ("baseline", 1, args.baseline.resolve()))
+            for kind, workers, repo in plan:
+                db = f"{kind}_{r}_{workers}"
+                settle(server.proc.pid)
                 influx.create(db)
                 res = run_ingest(work, broker.port, f"influxdb://127.0.0.1:{server.port}/{db}", workers, messages,
-                                 n_obs, work / f"state-influx-{r}-{workers}.sqlite", f"influx{r}-{workers}",
-                                 server.proc.pid)
+                                 n_obs, work / f"state-{kind}-{r}-{workers}.sqlite", f"{kind}{r}-{workers}",
+                                 server.proc.pid, repo=repo, broker_pid=broker.proc.pid)
                 stored = influx.count(db, "humus_obs")
                 if stored != n_obs:
                     raise RuntimeError(f"InfluxDB {db} holds {stored} of {n_obs} observations")
-                runs.setdefault(f"influx_{workers}w", []).append(res)
-                print(f"  ingest -> InfluxDB, {workers} worker(s): {res['rate']:,.0f} obs/s; CPU s per 100k obs: "
-                      f"workers {res['worker_cpu']:.2f}, InfluxDB {res['db_cpu']:.2f}; stored {stored} (exact)")
+                influx.drop(db)
+                runs.setdefault(f"{kind}_{workers}w", []).append(res)
+                print(f"  ingest -> InfluxDB, {workers} worker(s){' (baseline)' if kind == 'baseline' else ''}: "
+                      f"{res['rate']:,.0f} obs/s; CPU s per 100k obs: "
+                      f"workers {res['worker_cpu']:.2f}, InfluxDB {res['db_cpu']:.2f}, broker and publisher "
+                      f"{res['rest_cpu']:.2f}; stored {stored} (exact)")
             if not args.no_sqlite:
                 for workers in (1, 2):
                     path = work / f"ingest-{r}-{workers}.sqlite"
@@ -336,6 +375,7 @@ def main() -> int:
                     runs.setdefault(f"sqlite_{workers}w", []).append(res)
                     print(f"  ingest -> SQLite, {workers} worker(s): {res['rate']:,.0f} obs/s; worker CPU s per "
                           f"100k obs {res['worker_cpu']:.2f}; stored {stored} (exact)")
+            settle(server.proc.pid)
             raw.append(influx.write_rate(f"raw_{r}_b", plain))
             print(f"round {r + 1}: raw 3-field points again: {raw[-1]:,.0f} points/s")
     finally:
@@ -343,19 +383,26 @@ def main() -> int:
         server.stop()
 
     raw_rate = max(raw)
-    med = {k: {m: statistics.median(x[m] for x in v) for m in ("rate", "worker_cpu", "db_cpu")}
+    med = {k: {m: statistics.median(x.get(m, 0.0) for x in v) for m in ("rate", "worker_cpu", "db_cpu", "rest_cpu")}
            for k, v in runs.items()}
     print(f"raw anchor (best of {len(raw)}): {raw_rate:,.0f} points/s")
-    for w in (1, 2, 4):
+    for w in counts:
         m = med[f"influx_{w}w"]
         print(f"InfluxDB, {w} worker(s): {m['rate']:,.0f} obs/s = {m['rate'] / raw_rate:.2f} of raw; "
-              f"CPU s per 100k obs: workers {m['worker_cpu']:.2f}, InfluxDB {m['db_cpu']:.2f}")
-    one = med["influx_1w"]
+              f"CPU s per 100k obs: workers {m['worker_cpu']:.2f}, InfluxDB {m['db_cpu']:.2f}, broker and "
+              f"publisher {m['rest_cpu']:.2f}")
+    if "baseline_1w" in med:
+        b = med["baseline_1w"]
+        print(f"baseline {args.baseline}, 1 worker: {b['rate']:,.0f} obs/s = {b['rate'] / raw_rate:.2f} of raw; "
+              f"CPU s per 100k obs: workers {b['worker_cpu']:.2f}, InfluxDB {b['db_cpu']:.2f}; this checkout / "
+              f"baseline, by round: " + ", ".join(f"{x['rate'] / y['rate']:.2f}"
+                                                  for x, y in zip(runs["influx_1w"], runs["baseline_1w"])))
+    one = med.get("influx_1w", {"rate": 0.0, "worker_cpu": 0.0})
     print(f"goals: 1 worker >= 0.5 of raw: {one['rate'] / raw_rate:.2f} "
           f"({'met' if one['rate'] / raw_rate >= 0.5 else 'not met'}); worker CPU <= 0.5 s per 100k obs: "
           f"{one['worker_cpu']:.2f} ({'met' if one['worker_cpu'] <= 0.5 else 'not met'})")
     fields = [f"raw_obs_per_s={raw_rate:.0f}"]
-    for w in (1, 2, 4):
+    for w in counts:
         m = med[f"influx_{w}w"]
         fields += [f"influx_{w}w_obs_per_s={m['rate']:.0f}", f"ratio_{w}w={m['rate'] / raw_rate:.2f}",
                    f"worker_cpu_s_per_100k_{w}w={m['worker_cpu']:.2f}", f"influx_cpu_s_per_100k_{w}w={m['db_cpu']:.2f}"]

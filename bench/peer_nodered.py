@@ -36,7 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ingest import BROKER_CONF, Influx, cpu_s, make_messages, publish_all, run_ingest, wait  # noqa: E402
+from ingest import BROKER_CONF, Influx, cpu_s, make_messages, publish_all, run_ingest, settle, wait  # noqa: E402
 
 import servers  # noqa: E402
 
@@ -99,6 +99,7 @@ def flow(mqtt_port: int, influx_port: int, db: str) -> list[dict]:
 def run_nodered(red: Path, work: Path, mqtt_port: int, influx: Influx, messages, n_obs: int, tag: str,
                 db_pid: int) -> dict:
     db = f"nodered_{tag}"
+    settle(db_pid)
     influx.create(db)
     user = work / f"nodered-{tag}"
     user.mkdir()
@@ -131,6 +132,7 @@ def run_nodered(red: Path, work: Path, mqtt_port: int, influx: Influx, messages,
         stored = influx.count(db, "nodered_obs")
         if stored != n_obs:
             raise RuntimeError(f"Node-RED stored {stored} of {n_obs} points")
+        influx.drop(db)
         print(f"  Node-RED {tag}: published in {t_pub:.2f} s, stored in {elapsed:.2f} s: {res['rate']:,.0f} obs/s; "
               f"CPU s per 100k obs: Node-RED {res['worker_cpu']:.2f}, InfluxDB {res['db_cpu']:.2f}")
         return res
@@ -170,12 +172,14 @@ def main() -> int:
         for r in range(args.rounds):
             peer.append(run_nodered(red, work, broker.port, influx, messages, n_obs, str(r), server.proc.pid))
             db = f"humus_{r}"
+            settle(server.proc.pid)
             influx.create(db)
             res = run_ingest(work, broker.port, f"influxdb://127.0.0.1:{server.port}/{db}", 1, messages, n_obs,
                              work / f"state-{r}.sqlite", f"peer{r}", server.proc.pid,
                              stored=lambda: influx.count(db, "humus_obs") >= n_obs)
             if influx.count(db, "humus_obs") != n_obs:
                 raise RuntimeError(f"Humus stored {influx.count(db, 'humus_obs')} of {n_obs}")
+            influx.drop(db)
             humus.append(res)
             print(f"  Humus {r}, 1 worker: {res['rate']:,.0f} obs/s; CPU s per 100k obs: worker "
                   f"{res['worker_cpu']:.2f}, InfluxDB {res['db_cpu']:.2f}")

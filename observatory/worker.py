@@ -18,7 +18,12 @@ Threads: paho's network thread receives, validates (so decoding overlaps
 the store write in hand), lets the store encode it ahead (`prepare`: line
 protocol for InfluxDB) and queues each message, and keeps the connection
 alive (reconnecting with back-off); `run()` takes batches from the queue,
-writes, records and acknowledges. Decoded batches travel as rows
+writes, records and acknowledges. With a store that can write in the
+background (`write_async`: InfluxDB), `run()` starts the next write before
+it finishes the one on the wire (waits for it, records its seqs, sends its
+receipts and PUBACKs): the server always has a write to parse, and each
+write's acknowledgements still follow its own durable write and ledger
+record. Decoded batches travel as rows
 (humus.obsrows), not as one `Observation` per value. `Client.ack` only queues a packet for the
 network thread, which paho allows from any thread.
 """
@@ -29,6 +34,7 @@ import json
 import logging
 import queue
 import sqlite3
+import sys
 import threading
 import time
 from collections import deque
@@ -64,11 +70,15 @@ REFUSALS_TO_DEAD_LETTER = 3
 created) is told from a fault of the data, and one poison message holds the rest for about a second."""
 REFUSAL_BACKOFF_S = 0.2
 REWRITE_ROUNDS_MAX = 10
+"""Rounds of 'write again the copies revised meanwhile' (observatory.revisions, step 4) in one write."""
 LIVE_AGE_S = 60.0
 """A batch whose oldest observation is younger than this on arrival is live: it goes into the next write
 ahead of the backlog held here, so a reconnect storm does not keep today's readings behind hours of
 replay from other gateways (bench/storm.py). By the gateway's clock; a wrong clock only costs priority."""
-"""Rounds of 'write again the copies revised meanwhile' (observatory.revisions, step 4) in one write."""
+SWITCH_INTERVAL_S = 0.001
+"""How long the network thread, busy decoding, keeps the GIL when the main thread wants it back after a
+system call (a state-file query, a PUBACK queued): Python's default, 5 ms, made each of those calls cost up
+to 5 ms of the main thread's time per write under load (py-spy; bench/ingest.py)."""
 
 
 def _one_line(text: str, limit: int) -> str:
@@ -101,6 +111,19 @@ class Received:
     refused_seq: int | None = None   # a content rejection of a batch whose topic, site and seq are sound
     live: bool = False               # a batch of fresh observations (LIVE_AGE_S): written ahead of the backlog
     done: bool = False               # processed; acknowledged once every message received before it is
+
+
+@dataclass(slots=True)
+class _Write:
+    """One store write of messages, from screening to acknowledgement (`_start`, `_finish`)."""
+
+    items: list[Received]
+    good: list[tuple[Received, Batch]]             # to store, in the order taken
+    rejected: list[tuple[Received, str, str]]      # (message, reason, detail): dead-lettered
+    copies: list[tuple[Observation, ...]] | None = None  # the newest copies sent (observatory.revisions, step 2)
+    seen: Written | None = None
+    pending: Any = None                            # the store's write on the wire (`write_async`)
+    started: float = 0.0
 
 
 def _size(it: Received) -> int:
@@ -185,6 +208,7 @@ class IngestWorker:
         self.alive_mono = time.monotonic()
         """Last turn of the main loop or of a retry (the systemd watchdog is fed only while it moves)."""
         self._prepare: Callable[[Any], None] | None = getattr(store, "prepare", None)
+        self._write_async: Callable[[Any], Any] | None = getattr(store, "write_async", None)
 
     # -- MQTT callbacks (paho network thread) -------------------------------------------------
 
@@ -279,20 +303,37 @@ class IngestWorker:
 
     def run(self, stop: threading.Event) -> None:
         """Ingest until `stop` is set; then finish the write in hand, acknowledge, disconnect."""
+        switch = sys.getswitchinterval()
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         self._client = client = self._make_client()
         client.loop_start()
         next_tick = time.monotonic() + self.ing.metrics_interval_s
+        in_flight: _Write | None = None  # on the wire while the next write is prepared (write_async)
         try:
-            while not stop.is_set():
+            while True:
                 self.alive_mono = time.monotonic()
-                items = self._collect(stop, timeout=max(0.0, min(0.5, next_tick - time.monotonic())))
-                if items:
-                    try:
+                if stop.is_set():
+                    items = []
+                elif in_flight is None:
+                    items = self._collect(stop, timeout=max(0.0, min(0.5, next_tick - time.monotonic())))
+                else:  # what is here already: the write on the wire is finished next, not held back
+                    items = self._collect(stop, timeout=0.0, linger=False)
+                try:
+                    started = None
+                    if items and self._write_async is None:
                         self._process(items, stop)
-                    except _Abandon:
-                        log.warning("stopping with %d message(s) unacknowledged while the store is down; the "
-                                    "broker redelivers them to this client id", len(items))
-                        break
+                    elif items:
+                        started = self._start(items, stop, ahead=in_flight)
+                    if in_flight is not None:
+                        self._finish(in_flight, stop)
+                except _Abandon:
+                    n = len(items) + (len(in_flight.items) if in_flight is not None else 0)
+                    log.warning("stopping with %d message(s) unacknowledged while the store is down; the "
+                                "broker redelivers them to this client id", n)
+                    break
+                in_flight = started
+                if stop.is_set() and in_flight is None:
+                    break
                 if time.monotonic() >= next_tick:
                     next_tick = time.monotonic() + self.ing.metrics_interval_s
                     self._tick()
@@ -311,17 +352,19 @@ class IngestWorker:
             client.loop_stop()
             for state in self._owned:
                 state.close()
+            sys.setswitchinterval(switch)
 
     def _hold(self, it: Received) -> None:
         self._held.append(it)
         self._unacked.append(it)
 
-    def _collect(self, stop: threading.Event, timeout: float) -> list[Received]:
+    def _collect(self, stop: threading.Event, timeout: float, linger: bool = True) -> list[Received]:
         """The next write: the live messages held, then the others, each in arrival order.
 
         Up to `batch_messages` messages and `batch_observations` observations
         (at least one message), waiting at most `batch_latency_s` after the
-        oldest message held for the write to fill. Everything received is taken
+        oldest message held for the write to fill (not at all without `linger`: a write is on the wire
+        and its acknowledgements wait for this one to start). Everything received is taken
         from the queue first (at most the broker's `max_inflight_messages`), so
         that a live message is seen behind any backlog.
         """
@@ -330,7 +373,7 @@ class IngestWorker:
                 self._hold(self._queue.get(timeout=timeout))
             except queue.Empty:
                 return []
-        deadline = self._held[0].received_mono + self.ing.batch_latency_s
+        deadline = self._held[0].received_mono + self.ing.batch_latency_s if linger else 0.0
         n_obs = sum(_size(it) for it in self._held)
         while True:
             left = deadline - time.monotonic()
@@ -359,42 +402,71 @@ class IngestWorker:
     # -- one batch of messages ----------------------------------------------------------------
 
     def _process(self, items: list[Received], stop: threading.Event) -> None:
-        good: list[tuple[Received, Batch]] = []
-        rejected = [(it, *it.rejection) for it in items if it.rejection is not None]
+        """Store, record and acknowledge one write of messages, waiting for the store."""
+        self._finish(self._screen(items, stop), stop)
+
+    def _start(self, items: list[Received], stop: threading.Event, ahead: _Write | None = None) -> _Write:
+        """Screen the messages and put their store write on the wire (`write_async`) without waiting for it;
+        `_finish` waits, then records, receipts and acknowledges. `ahead`: the write still on the wire,
+        finished right after this one starts (its seqs count as stored for `max_seq_jump`)."""
+        w = self._screen(items, stop, ahead)
+        batches = [b for _, b in w.good]
+        if any(b.observations for b in batches):
+            # Steps 1 and 2 of observatory.revisions, as in _write; step 4 follows the write in _finish.
+            self._retry("ingest state", lambda: self.revisions.record(batches), stop)
+            kept = self._retry("ingest state", lambda: self.revisions.newer(batches), stop)
+            w.copies, w.seen = newest_copies(batches, kept)
+            w.started = time.monotonic()
+            try:
+                w.pending = self._write_async(BatchedObservations(w.copies))
+            except Exception:  # noqa: BLE001 - data the store refuses: _write narrows it down in _finish
+                w.pending = None
+        return w
+
+    def _screen(self, items: list[Received], stop: threading.Event, ahead: _Write | None = None) -> _Write:
+        """Sort a write's messages into those to store and those to dead-letter (with the reason)."""
+        w = _Write(items, [], [(it, *it.rejection) for it in items if it.rejection is not None])
+        being_stored: dict[tuple[str, str], int] = {}  # the highest seq of each gateway in `ahead`
+        for _, b in ahead.good if ahead is not None else ():
+            key = (b.site, b.gateway)
+            being_stored[key] = max(b.seq, being_stored.get(key, b.seq))
         for it in items:
             b = it.batch
             if b is None:
                 continue
             if isinstance(b.site, str) and isinstance(b.gateway, str) \
                     and ID_PATTERN.fullmatch(b.site) and ID_PATTERN.fullmatch(b.gateway):
-                jump = self._seq_jump(b, stop)
+                jump = self._seq_jump(b, stop, being_stored)
                 if jump:
-                    rejected.append((it, Rejection.SEQ_JUMP.value, jump))
+                    w.rejected.append((it, Rejection.SEQ_JUMP.value, jump))
                 else:
-                    good.append((it, b))
+                    w.good.append((it, b))
             else:  # the validator should have refused it; the ingest state is keyed by these ids
-                rejected.append((it, Rejection.BAD_VALUE.value, f"site/gateway {ascii(b.site)[:80]}/"
-                                 f"{ascii(b.gateway)[:80]} is not an id of 1-64 characters a-z, 0-9 and '-'"))
+                w.rejected.append((it, Rejection.BAD_VALUE.value, f"site/gateway {ascii(b.site)[:80]}/"
+                                   f"{ascii(b.gateway)[:80]} is not an id of 1-64 characters a-z, 0-9 and '-'"))
+        return w
 
+    def _finish(self, w: _Write, stop: threading.Event) -> None:
+        """Wait for the store write (or make it: `_write`), then record the seqs, dead-letter, send the
+        receipts and acknowledge: each only after the write it reports on is durable."""
+        good, rejected = w.good, w.rejected
         # Duplicates: a seq already recorded for its gateway, or twice in this batch.
         # They are still written: the store is idempotent, and a gateway whose
         # counter restarted (a new SD card) must not have its data dropped.
-        # One query per gateway, not per message: the stored seq ranges of each.
+        # One query, not one per message: the stored seq ranges of each gateway.
+        # Counted here, after the write before this one was recorded.
         seen_here: set[tuple[str, str, int]] = set()
-        stored_ranges: dict[tuple[str, str], list[tuple[int, int]]] = {}
+        stored_ranges = self._retry("ingest state", lambda: self._ranges_of({(b.site, b.gateway) for _, b in good}),
+                                    stop) if good else {}
         duplicates = 0
         for _, b in good:
-            gw = (b.site, b.gateway)
-            ranges = stored_ranges.get(gw)
-            if ranges is None:
-                ranges = stored_ranges[gw] = self._retry("ingest state", lambda: self.ledger.ranges(*gw), stop)
             k = (b.site, b.gateway, b.seq)
-            if k in seen_here or any(lo <= b.seq <= hi for lo, hi in ranges):
+            if k in seen_here or any(lo <= b.seq <= hi for lo, hi in stored_ranges[(b.site, b.gateway)]):
                 duplicates += 1
             seen_here.add(k)
 
         refused: dict[tuple[str, str], list[int]] = {}
-        for i, exc in self._write([b for _, b in good], stop):
+        for i, exc in self._end_write(w, stop):
             it, b = good[i]
             refused.setdefault((b.site, b.gateway), []).append(b.seq)
             why = str(exc) if isinstance(exc, StoreError) else f"{type(exc).__name__}: {exc}"
@@ -420,10 +492,25 @@ class IngestWorker:
                 refused[(it.batch.site, it.batch.gateway)].remove(it.batch.seq)
 
         self._send_receipts(by_gateway, refused)
-        acked = self._ack(items)
+        acked = self._ack(w.items)
         self.metrics.add(duplicates=duplicates, messages_acked=acked)
-        for key in by_gateway:
-            self._gaps_of(key)
+        self._gaps_of(by_gateway)
+
+    def _end_write(self, w: _Write, stop: threading.Event) -> list[tuple[int, Exception]]:
+        """The write started by `_start` once it is through (then step 4 of observatory.revisions); if it was
+        not started or failed in any way, the whole write again the careful way (`_write`: retries, refusals
+        narrowed down, dead letters). Returns (index, error) to dead-letter."""
+        batches = [b for _, b in w.good]
+        if w.pending is not None:
+            try:
+                w.pending.result()
+            except Exception:  # noqa: BLE001 - an outage or a refusal: _write tells them apart
+                pass
+            else:
+                self._write_done(w.started, sum(map(len, w.copies)), batches)
+                self._write_overtaken(batches, w.copies, dict(w.seen), stop)
+                return []
+        return self._write(batches, stop)
 
     def _send_receipts(self, stored: dict[tuple[str, str], list[int]],
                        refused: dict[tuple[str, str], list[int]]) -> None:
@@ -442,7 +529,8 @@ class IngestWorker:
             self._client.publish(receipt_topic(*key), payload, qos=1)
         self.metrics.add(receipts=len(stored.keys() | refused.keys()))
 
-    def _seq_jump(self, b: Batch, stop: threading.Event) -> str | None:
+    def _seq_jump(self, b: Batch, stop: threading.Event, being_stored: dict[tuple[str, str], int] | None = None
+                  ) -> str | None:
         """Why `b.seq` is absurd for its gateway (a hostile or broken publisher), or None.
 
         Beyond 2**53 a seq is not exact as a JSON number in most languages;
@@ -456,6 +544,8 @@ class IngestWorker:
         if high is None:
             ranges = self._retry("ingest state", lambda: self.ledger.ranges(*key), stop)
             high = self._highest_seq[key] = ranges[-1][1] if ranges else 0
+        if being_stored:  # the write on the wire counts as stored (it is, unless the store refuses it)
+            high = max(high, being_stored.get(key, high))
         if b.seq > high + self.ing.max_seq_jump:
             return (f"seq {b.seq} is {b.seq - high} past the highest stored seq {high} of {b.site}/{b.gateway} "
                     f"(at most {self.ing.max_seq_jump}, [ingest] max_seq_jump)")
@@ -615,9 +705,11 @@ class IngestWorker:
     def _timed_write(self, observations: Sequence[Observation], batches: Sequence[Batch]) -> None:
         t0 = time.monotonic()
         self.store.write(observations)
-        now_ns = time.time_ns()
-        lag = (now_ns - max(b.sent_ns for b in batches)) / 1e9
-        self.metrics.store_write(time.monotonic() - t0, len(observations), len(batches), lag)
+        self._write_done(t0, len(observations), batches)
+
+    def _write_done(self, t0: float, observations: int, batches: Sequence[Batch]) -> None:
+        lag = (time.time_ns() - max(b.sent_ns for b in batches)) / 1e9
+        self.metrics.store_write(time.monotonic() - t0, observations, len(batches), lag)
 
     def _retry(self, what: str, fn: Callable[[], T], stop: threading.Event) -> T:
         """Call `fn` until it works, with exponential back-off while the store or state file is unavailable.
@@ -697,28 +789,38 @@ class IngestWorker:
 
     # -- sequence gaps and metrics ------------------------------------------------------------
 
-    def _gaps_of(self, key: tuple[str, str]) -> None:
+    def _ranges_of(self, keys) -> dict[tuple[str, str], list[tuple[int, int]]]:
+        """The stored seq ranges of several gateways, in one query if the ledger offers it."""
+        ranges_of = getattr(self.ledger, "ranges_of", None)
+        if ranges_of is not None:
+            return ranges_of(keys)
+        return {key: self.ledger.ranges(*key) for key in keys}
+
+    def _gaps_of(self, keys) -> None:
+        if not keys:
+            return
         try:
-            ranges = self.ledger.ranges(*key)
+            found = self._ranges_of(keys)
         except sqlite3.Error:
             return  # checked again on the next tick
         now_ns = time.time_ns()
-        asks = self.resend_requests.observe(key, ranges, now_ns)
-        if asks and self.ing.receipts and self._client is not None:
-            # A hole open this long: the batch went to no one (a broker restart) or is stuck; the
-            # gateway re-sends what it still has (its own receipt timeout would too, later).
-            self._client.publish(receipt_topic(*key), encode_receipt(*key, resend=asks, by=self.client_id), qos=1)
-            self.metrics.add(resend_requests=len(asks))
-        for lo, hi in self.gaps.observe(key, ranges, now_ns):
-            n = hi - lo + 1
-            self.metrics.add(gaps=1, gap_seqs=n)
-            log.warning("gateway %s/%s: batches %d-%d (%d) missing for %g s; check the gateway's spool, clock "
-                        "and link (they are stored if they still arrive)", key[0], key[1], lo, hi, n,
-                        self.ing.gap_grace_s)
+        for key, ranges in found.items():
+            asks = self.resend_requests.observe(key, ranges, now_ns)
+            if asks and self.ing.receipts and self._client is not None:
+                # A hole open this long: the batch went to no one (a broker restart) or is stuck; the
+                # gateway re-sends what it still has (its own receipt timeout would too, later).
+                self._client.publish(receipt_topic(*key), encode_receipt(*key, resend=asks, by=self.client_id),
+                                     qos=1)
+                self.metrics.add(resend_requests=len(asks))
+            for lo, hi in self.gaps.observe(key, ranges, now_ns):
+                n = hi - lo + 1
+                self.metrics.add(gaps=1, gap_seqs=n)
+                log.warning("gateway %s/%s: batches %d-%d (%d) missing for %g s; check the gateway's spool, clock "
+                            "and link (they are stored if they still arrive)", key[0], key[1], lo, hi, n,
+                            self.ing.gap_grace_s)
 
     def _check_gaps(self) -> None:
-        for key in self.gaps.open_keys():
-            self._gaps_of(key)
+        self._gaps_of(list(self.gaps.open_keys()))
 
     def _tick(self, final: bool = False) -> dict:
         """Log the metrics and publish them (retained); the last one, on a clean stop, says offline."""

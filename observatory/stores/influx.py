@@ -362,23 +362,27 @@ class InfluxStore:
     def write(self, observations: Sequence[Observation]) -> None:
         # Encoded whole before the first request: what line protocol cannot carry raises
         # StoreRejected here, and nothing of the batch is sent (see lineprotocol).
-        self.write_lines(lp.encode(observations), f"write {len(observations)} observations to {self.where}")
+        self.write_async(observations).result()
+
+    def write_async(self, observations: Sequence[Observation]) -> "PendingWrite":
+        """Encode now (what line protocol cannot carry raises StoreRejected here, before any request) and
+        send in the background; `result()` waits for every request and raises as `write` would.
+
+        The ingest worker prepares its next write while this one is on the wire (observatory.worker)."""
+        return self.send_lines(lp.encode(observations), f"write {len(observations)} observations to {self.where}")
 
     def write_lines(self, lines: list[str], what: str) -> None:
         """Send lines of line protocol (made by observatory.stores.lineprotocol) in requests of 5,000."""
-        try:
-            bodies = list(_requests(lines))
-            if len(bodies) == 1:
-                self._send(bodies[0], what)
-            else:
-                self._send_all(bodies, what)
-        except StoreUnavailable:
-            raise
-        except StoreError as e:
-            if "database not found" in str(e) or "bucket" in str(e) and "not found" in str(e):
-                raise StoreError(f"{e} (create it first: CREATE DATABASE {self.t.database}, or "
-                                 "'influx bucket create' on 2.x; docs/stores.md)") from None
-            raise
+        self.send_lines(lines, what).result()
+
+    def send_lines(self, lines: list[str], what: str) -> "PendingWrite":
+        """Start sending lines in requests of 5,000, up to PARALLEL_REQUESTS side by side: the server
+        parses them on several cores while the worker goes on, instead of one after the other
+        (docs/ingest.md, sizing). Requests of several writes queue behind each other in that order."""
+        bodies = list(_requests(lines))
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(PARALLEL_REQUESTS, thread_name_prefix="influx-write")
+        return PendingWrite([self._pool.submit(self._send, body, what) for body in bodies], self.t.database)
 
     def prepare(self, observations: Sequence[Observation]) -> None:
         """Encode a decoded batch ahead of its write (called by the ingest worker as batches arrive)."""
@@ -393,21 +397,6 @@ class InfluxStore:
             self.http.request("POST", "/write", what, fields=params, body=body)
         else:
             with_retries(lambda: self._write_v2(body), what, self.t.base_url, self.t.retries)
-
-    def _send_all(self, bodies: list[bytes], what: str) -> None:
-        """Requests of one write side by side: the server parses them on several cores while the
-        worker waits, instead of one after the other (docs/ingest.md, sizing). All must succeed;
-        an outage wins over a refusal in what is raised (the batch is then held, not dead-lettered)."""
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(PARALLEL_REQUESTS, thread_name_prefix="influx-write")
-        errors = []
-        for f in [self._pool.submit(self._send, body, what) for body in bodies]:
-            try:
-                f.result()
-            except Exception as e:  # noqa: BLE001 - sorted below
-                errors.append(e)
-        if errors:
-            raise next((e for e in errors if isinstance(e, StoreUnavailable)), errors[0])
 
     def _write_v2(self, body: bytes):
         from influxdb_client import WritePrecision
@@ -603,6 +592,34 @@ def _requests(lines: list[str]) -> Iterator[bytes]:
             size += len(line) + 1
         if batch:
             yield ("\n".join(batch) + "\n").encode()
+
+
+class PendingWrite:
+    """The requests of one write on their way (InfluxStore.send_lines)."""
+
+    def __init__(self, requests: list, database: str) -> None:
+        self.requests, self.database = requests, database
+
+    def done(self) -> bool:
+        return all(f.done() for f in self.requests)
+
+    def result(self) -> None:
+        """Wait for every request; all must succeed. An outage wins over a refusal in what is raised
+        (the batch is then held, not dead-lettered)."""
+        errors = []
+        for f in self.requests:
+            try:
+                f.result()
+            except Exception as e:  # noqa: BLE001 - sorted below
+                errors.append(e)
+        if not errors:
+            return
+        e = next((e for e in errors if isinstance(e, StoreUnavailable)), errors[0])
+        if isinstance(e, StoreError) and not isinstance(e, (StoreUnavailable, StoreRejected)) and (
+                "database not found" in str(e) or "bucket" in str(e) and "not found" in str(e)):
+            raise StoreError(f"{e} (create it first: CREATE DATABASE {self.database}, or "
+                             "'influx bucket create' on 2.x; docs/stores.md)") from None
+        raise e
 
 
 class _Answer:
