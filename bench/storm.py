@@ -207,7 +207,7 @@ def _wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> Non
 def simulate(args: argparse.Namespace) -> None:
     """Simulator process, driven by the bench on stdin/stdout (see the module's docstring for the phases)."""
     from collector.config import GatewayConfig, GatewaySettings, PublishSettings
-    from collector.publisher import Publisher
+    from collector.publisher import Publisher, Wake
     from collector.status import GatewayState
     from humus.mqtt import MqttSettings
 
@@ -224,7 +224,7 @@ def simulate(args: argparse.Namespace) -> None:
                             publish=PublishSettings(reconnect_min_s=min(0.2, args.reconnect_max_s),
                                                     reconnect_max_s=args.reconnect_max_s))
         spool = spool_cls(cfg.spool_path, site=SITE, gateway=name, quota_bytes=64 << 20, reserve_bytes=0)
-        wake = threading.Event()
+        wake = Wake()
         pub = Publisher(cfg, spool, GatewayState(SITE, name), wake, lambda n=name: {"state": "online", "gateway": n})
         gws.append(SimGateway(name, spool, pub, wake))
     # 1. online: one poll each, confirmed

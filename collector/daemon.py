@@ -30,7 +30,7 @@ from typing import Any
 from collector.clock import Clock
 from collector.config import GatewayConfig, ProbeSettings, sane_epoch_ns
 from collector.pipeline import ProbePipeline
-from collector.publisher import Publisher
+from collector.publisher import Publisher, Wake
 from collector.schedule import PortWorker, ScheduledProbe
 from collector.spool import AppendResult, Spool, SpoolError
 from collector.status import GatewayState, ProbeState, status_payload
@@ -210,7 +210,7 @@ class Collector:
         self.publisher: Publisher | None = None
         self.workers: list[PortWorker] = []
         self._probes: dict[str, list[_Probe]] = {}
-        self._wake = threading.Event()
+        self._wake = Wake()
         self._workers_stop = threading.Event()
         self._pub_stop = threading.Event()
         self._lock = threading.Lock()         # a reload and the supervisor never run at once

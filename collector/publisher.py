@@ -1,8 +1,14 @@
 """Store-and-forward to the centre: spool -> numbered batches -> QoS 1 -> receipt -> delete.
 
-One thread owns the paho client and runs its network loop itself
-(`client.loop`), so callbacks (CONNACK, PUBACK, receipts) arrive on this
-thread and need no locking. Per turn it:
+One thread owns the paho client and runs its network loop itself (paho's
+external-loop calls: ``select`` on the client's socket, then ``loop_read``,
+``loop_write``, ``loop_misc``), so callbacks (CONNACK, PUBACK, receipts)
+arrive on this thread and need no locking. It sleeps in that ``select`` until
+there is something to do: bytes from the broker (CONNACK, PUBACK, a receipt),
+a stored poll (the collector's ``wake`` Event, which also writes a byte to a
+socket pair in the same ``select``), an alert or a heartbeat asked for, or the
+next deadline (heartbeat, receipt timeout, a backlog token); at most
+``MAX_IDLE_S`` (the watchdog's sign of life, paho's keepalive). Per turn it:
 
 1. reconnects when down, after an exponential back-off with full jitter
    (``uniform(min, current)``, AWS Architecture Blog, "Exponential Backoff
@@ -40,6 +46,8 @@ from __future__ import annotations
 import json
 import logging
 import random
+import select
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -57,6 +65,12 @@ log = logging.getLogger(__name__)
 LINGER_S = 0.05
 """Wait this long after new data arrives so one poll cycle of many probes goes out as one message."""
 
+MAX_IDLE_S = 1.0
+"""The longest the publisher sleeps with nothing to do (alive_mono, keepalive pings, connection checks)."""
+
+RETRY_S = 0.1
+"""How soon to look again at a re-send that is due but waits for a free in-flight slot."""
+
 RECEIPT_LOG_EVERY_S = 300.0
 """At most one 'no receipt' warning per this many seconds (an outage of the centre is one problem)."""
 
@@ -68,6 +82,21 @@ class Unconfirmed:
     first_sent: float      # monotonic
     due: float             # monotonic: re-send at or after this
     attempts: int = 1
+
+
+class Wake(threading.Event):
+    """The collector's "a poll was stored" signal; `set` also calls `on_set` (the publisher's wake-up of
+    its select), so a stored poll goes out at once while an idle publisher sleeps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.on_set: Callable[[], None] | None = None
+
+    def set(self) -> None:
+        super().set()
+        hook = self.on_set
+        if hook is not None:
+            hook()
 
 
 class Publisher:
@@ -108,6 +137,34 @@ class Publisher:
         self.published_seqs: list[int] = []
         self._closing = False
         self._maybe_more = True
+        self._starved = False          # backlog or re-sends wait for a token of backlog_messages_per_s
+        # Other threads (a stored poll, an alert, heartbeat_now) break the select through this pair.
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._wake_lock = threading.Lock()     # no poke into a closed (and maybe reused) descriptor
+        self._wake_closed = False
+        self._hook_wake()
+
+    def _hook_wake(self) -> None:
+        """Make the collector's `wake.set()` (a poll stored) also break this publisher's select.
+
+        A plain `threading.Event` works too, seen only at the next deadline (at most MAX_IDLE_S)."""
+        if isinstance(self.wake, Wake):
+            self.wake.on_set = self._poke      # a restarted publisher takes it over
+
+    def _unhook_wake(self) -> None:
+        if isinstance(self.wake, Wake) and self.wake.on_set == self._poke:
+            self.wake.on_set = None
+
+    def _poke(self) -> None:
+        with self._wake_lock:
+            if self._wake_closed:
+                return
+            try:
+                self._wake_w.send(b"\0")
+            except OSError:      # the pair's buffer is full: a wake-up is pending anyway
+                pass
 
     @property
     def by_receipt(self) -> bool:
@@ -210,9 +267,9 @@ class Publisher:
         if self.client is None or not (self.connected or self._socket_open()):
             self._connect()
             if self.client is None or not self._socket_open():
-                self.wake.wait(0.2)
+                self._sleep(min(0.2, max(0.0, self._next_attempt - time.monotonic())))
                 return
-        rc = self.client.loop(timeout=0.1)
+        rc = self._network(self._idle_timeout())
         if rc != self._mqtt.MQTT_ERR_SUCCESS and not self.connected:
             self._on_disconnect(self.client, None, None, rc, None)
             self._close_socket()
@@ -223,6 +280,57 @@ class Publisher:
             return
         self._fill()
         self._heartbeat()
+
+    def _sleep(self, timeout: float) -> None:
+        """Wait up to `timeout` for a wake-up from another thread (nothing to do on the network)."""
+        if select.select([self._wake_r], [], [], timeout)[0]:
+            self._drain_wake()
+
+    def _drain_wake(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except OSError:      # BlockingIOError: drained
+            pass
+
+    def _idle_timeout(self) -> float:
+        """How long the select may sleep: until the next deadline, at most MAX_IDLE_S."""
+        if not self.connected:
+            return MAX_IDLE_S       # the CONNACK arrives on the socket
+        if self._acks or self._receipts or self._pending_alerts or self.wake.is_set():
+            return 0.0
+        now = time.monotonic()
+        t = min(MAX_IDLE_S, self._next_heartbeat - now)
+        if self.unconfirmed:
+            t = min(t, max(RETRY_S, self._next_due - now))
+        if self._starved:
+            rate = self.pub.backlog_messages_per_s
+            t = min(t, max(0.01, (1.0 - self._tokens) / rate) if rate > 0 else MAX_IDLE_S)
+        return max(0.0, t)
+
+    def _network(self, timeout: float) -> Any:
+        """`client.loop(timeout)` through paho's external-loop calls, with our wake-up socket in the select."""
+        client = self.client
+        sock = client.socket()
+        if sock is None:
+            return self._mqtt.MQTT_ERR_NO_CONN
+        pending = sock.pending() if hasattr(sock, "pending") else 0    # TLS bytes already decrypted
+        try:
+            readable, writable, _ = select.select([sock, self._wake_r], [sock] if client.want_write() else [], [],
+                                                  0.0 if pending else timeout)
+        except (OSError, ValueError, TypeError):
+            return client.loop(timeout=0.0)     # a socket closed under us: paho's loop says what happened
+        if self._wake_r in readable:
+            self._drain_wake()
+        if pending or sock in readable:
+            rc = client.loop_read()
+            if rc or client.socket() is None:
+                return rc
+        if writable:
+            rc = client.loop_write()
+            if rc or client.socket() is None:
+                return rc
+        return client.loop_misc()
 
     def _socket_open(self) -> bool:
         return self.client is not None and self.client.socket() is not None
@@ -345,6 +453,7 @@ class Publisher:
             time.sleep(LINGER_S)     # let the rest of this poll cycle land: one message, not one per probe
             self.wake.clear()
             self._maybe_more = True
+        self._starved = False
         self._resend_due()
         republishing = self._republish_cursor + 1 < self._republish_below
         if not (self._maybe_more or republishing or self.live_mark):
@@ -356,6 +465,7 @@ class Publisher:
                                           after_id=self.live_mark)
             if batch is None:
                 if not self._tokens_available():
+                    self._starved = True
                     break
                 batch = self._next_republish()
                 if batch is None and self.live_mark:
@@ -395,8 +505,12 @@ class Publisher:
         self._next_due = min((u.due for u in self.unconfirmed.values() if u.due > now), default=float("inf"))
         sent = 0
         for i, seq in enumerate(due):
-            if len(self.inflight) >= self.pub.max_inflight_messages or not self._tokens_available():
-                self._next_due = now      # the rest next turn
+            if len(self.inflight) >= self.pub.max_inflight_messages:
+                self._next_due = now      # the rest when a PUBACK frees a slot
+                break
+            if not self._tokens_available():
+                self._next_due = now      # the rest when a token comes
+                self._starved = True
                 break
             found = self.spool.pending_batches(seq - 1, 1)
             if not found or found[0].seq != seq:
@@ -455,12 +569,19 @@ class Publisher:
         if len(self._pending_alerts) < 100:
             self._pending_alerts.append(alert_payload(self.cfg.gateway.site, self.cfg.gateway.id, kind, subject,
                                                       message, **extra))
+            self._poke()
 
     def heartbeat_now(self) -> None:
         self._next_heartbeat = 0.0
+        self._poke()
 
     def _shutdown(self) -> None:
         """Clean stop: say 'offline' (retained), wait briefly for outstanding PUBACKs, disconnect."""
+        self._unhook_wake()
+        with self._wake_lock:
+            self._wake_closed = True
+            self._wake_r.close()
+            self._wake_w.close()
         if self.client is None:
             return
         self._closing = True

@@ -34,7 +34,6 @@ import json
 import logging
 import queue
 import sqlite3
-import sys
 import threading
 import time
 from collections import deque
@@ -75,10 +74,6 @@ LIVE_AGE_S = 60.0
 """A batch whose oldest observation is younger than this on arrival is live: it goes into the next write
 ahead of the backlog held here, so a reconnect storm does not keep today's readings behind hours of
 replay from other gateways (bench/storm.py). By the gateway's clock; a wrong clock only costs priority."""
-SWITCH_INTERVAL_S = 0.001
-"""How long the network thread, busy decoding, keeps the GIL when the main thread wants it back after a
-system call (a state-file query, a PUBACK queued): Python's default, 5 ms, made each of those calls cost up
-to 5 ms of the main thread's time per write under load (py-spy; bench/ingest.py)."""
 
 
 def _one_line(text: str, limit: int) -> str:
@@ -303,8 +298,6 @@ class IngestWorker:
 
     def run(self, stop: threading.Event) -> None:
         """Ingest until `stop` is set; then finish the write in hand, acknowledge, disconnect."""
-        switch = sys.getswitchinterval()
-        sys.setswitchinterval(SWITCH_INTERVAL_S)
         self._client = client = self._make_client()
         client.loop_start()
         next_tick = time.monotonic() + self.ing.metrics_interval_s
@@ -352,7 +345,6 @@ class IngestWorker:
             client.loop_stop()
             for state in self._owned:
                 state.close()
-            sys.setswitchinterval(switch)
 
     def _hold(self, it: Received) -> None:
         self._held.append(it)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import numpy as np
@@ -213,3 +214,26 @@ def test_streaming_flat_line_keeps_agreeing_as_points_leave_the_window():
                                             fl.tolerance)[-1])
             if np.isfinite(v):       # a NaN or inf point is MISSING whatever its window
                 assert int(verdict.flag) == expected, (case, i)
+
+
+def test_the_saved_window_is_compact_exact_and_the_earlier_form_still_restores():
+    settings = QcSettings(gross_range=GrossRangeQc((0, 40), (5, 35)), flat_line=FlatLineQc(30, 60, 0.001))
+    qc = SeriesQc(settings, 1)
+    rng = np.random.default_rng(5)
+    for i in range(100):
+        v = float("nan") if i == 70 else float("inf") if i == 80 else round(20 + float(rng.normal(0, 0.1)), 2)
+        qc.check(BASE_NS + i * 10**9, v)
+    state = qc.state()
+    assert len(state) < 600 and '"dt":1000000000' in state      # 63 points: 1.7 KB in the earlier form
+    legacy = json.dumps([list(qc.times), [None if v != v else v for v in qc.values], list(qc.flags)])
+    for saved in (state, legacy):
+        again = SeriesQc(settings, 1)
+        again.restore(saved)
+        assert list(again.times) == list(qc.times) and list(again.flags) == list(qc.flags)
+        assert [repr(v) for v in again.values] == [repr(v) for v in qc.values]
+        assert again.state() == state
+    qc.check(BASE_NS + 101 * 10**9, 20.0)             # a missed poll: steps differ, times listed
+    again = SeriesQc(settings, 1)
+    again.restore(qc.state())
+    assert '"t":[' in qc.state() and list(again.times) == list(qc.times) and again.state() == qc.state()
+    assert list(again.flags) == list(qc.flags)

@@ -148,3 +148,36 @@ def test_healthy_turns_false_only_when_restarts_keep_failing(tmp_path, sim_probe
         assert c.state.thread_restarts["publisher"] >= daemon.GIVE_UP_AFTER
         failing.clear()
         wait_until(c.healthy, 20, "healthy() once a restarted publisher turns again")
+
+
+@pytest.mark.servers
+def test_an_idle_publisher_sleeps_and_a_stored_poll_wakes_it_at_once(tmp_path, mosquitto, sim_probes, monkeypatch):
+    """No turn every 0.1 s while there is nothing to do; a stored poll, an alert still go out at once."""
+    from collector.publisher import Publisher
+
+    (probe,) = sim_probes(1)
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(gateway_toml(tmp_path / "data", mosquitto.port, [ascii_probe("p0", probe.link, interval=5)],
+                                publish='confirm = "puback"'))
+    turns: list[float] = []
+    original = Publisher.turn
+
+    def turn(self):
+        turns.append(time.monotonic())
+        return original(self)
+
+    monkeypatch.setattr(Publisher, "turn", turn)
+    with Running(cfg) as c:
+        wait_until(lambda: c.state.mqtt.get("acked", 0) >= 1, 15, "a first batch acknowledged")
+        polls = c.state.probes["p0"].polls
+        wait_until(lambda: c.state.probes["p0"].polls > polls, 10, "the next poll")
+        stored = time.monotonic()
+        published = c.state.mqtt["published"]
+        n0 = len(turns)
+        wait_until(lambda: c.state.mqtt["published"] > published, 2, "the poll published")
+        assert time.monotonic() - stored < 0.5
+        time.sleep(3)
+        # heartbeat_s = 1: a heartbeat and its PUBACK a second, a poll and its PUBACK; 30+ turns before.
+        assert len(turns) - n0 <= 16, len(turns) - n0
+        c.publisher.alert("probe_state", "p0", "test alert")
+        wait_until(lambda: not c.publisher._pending_alerts, 0.3, "the alert sent at once")
