@@ -6,6 +6,7 @@ conftest.py files in tests/ would shadow one another as the module `conftest`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -120,3 +121,66 @@ def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: flo
     except subprocess.TimeoutExpired:
         proc.kill()
         return proc.wait(5)
+
+
+def wait_until(predicate, timeout: float, what: str) -> None:
+    """Poll `predicate` every 50 ms; AssertionError naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+class RunningCollector:
+    """A Collector (in this process) on its own thread; the context manager stops and joins it, and fails
+    the test if `run` raised."""
+
+    def __init__(self, cfg_path: Path) -> None:
+        from collector.config import load_gateway_config
+        from collector.daemon import Collector
+
+        self.collector = Collector(load_gateway_config(cfg_path))
+        self.stop = threading.Event()
+        self.errors: list[BaseException] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.collector.run(self.stop)
+        except BaseException as e:  # noqa: BLE001 - the test reports it
+            self.errors.append(e)
+
+    def __enter__(self):
+        self.thread.start()
+        assert self.collector.ready.wait(10), "collector not ready"
+        return self.collector
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join(30)
+        assert not self.thread.is_alive()
+        assert not self.errors, self.errors
+
+
+@contextlib.contextmanager
+def tmpfs(directory: Path, size: str):
+    """A real filesystem of `size` (tmpfs, e.g. "2m") mounted on `directory`, unmounted afterwards.
+
+    Mounting needs root: elsewhere the test is skipped, under CI (root) it fails, so a full disk is
+    always tested there."""
+    import pytest
+
+    directory.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(directory)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        if os.environ.get("CI"):
+            pytest.fail(f"cannot mount a {size} tmpfs on {directory} ({r.stderr.strip()}); CI runs as root and "
+                        "must test the full disk", pytrace=False)
+        pytest.skip(f"mounting a tmpfs is not permitted here ({r.stderr.strip()}); run as root to test a full disk")
+    try:
+        yield directory
+    finally:
+        subprocess.run(["umount", "-l", str(directory)], check=False)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ import pytest
 
 from collector.schedule import PortWorker, ScheduledProbe
 from collector.spool import Spool, SpoolError
+from collector_support import RunningCollector, gateway_toml, tmpfs, wait_until
 from humus.records import Observation
 
 T0 = 1_790_000_000 * 10**9
@@ -167,17 +167,8 @@ def test_a_leader_interrupted_while_waiting_still_commits_its_group_and_frees_th
 @pytest.fixture
 def small_disk(tmp_path):
     """A real 1 MB filesystem (tmpfs), unmounted at teardown."""
-    d = tmp_path / "disk"
-    d.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(d)], capture_output=True, text=True)
-    if r.returncode != 0:
-        if os.environ.get("CI"):
-            pytest.fail(f"cannot mount a tmpfs on {d} ({r.stderr.strip()})", pytrace=False)
-        pytest.skip(f"mounting a tmpfs is not permitted here ({r.stderr.strip()}); run as root")
-    try:
+    with tmpfs(tmp_path / "disk", "1m") as d:
         yield d
-    finally:
-        subprocess.run(["umount", "-l", str(d)], check=False)
 
 
 def test_a_commit_error_reaches_every_append_of_its_group(small_disk):
@@ -238,33 +229,16 @@ def test_a_slot_whose_polls_all_failed_is_flushed_empty():
 
 # -- the collector: a failed or slow port never holds the others' commits ----------------------------
 
-class Running:
+def two_ports(tmp_path: Path, sim_probes) -> RunningCollector:
     """A Collector with two ascii-temp probes, each on its own port, on its own thread."""
+    import servers
 
-    def __init__(self, tmp_path: Path, sim_probes) -> None:
-        import servers
-        from collector.config import load_gateway_config
-        from collector.daemon import Collector
-        from collector_support import gateway_toml
-
-        probes = sim_probes(2)
-        cfg = tmp_path / "gw.toml"
-        cfg.write_text(gateway_toml(tmp_path / "data", servers.free_port(),
-                                    [{"id": f"p{i}", "driver": "ascii-temp", "port": str(p.link), "interval_s": 1}
-                                     for i, p in enumerate(probes)]))
-        self.collector = Collector(load_gateway_config(cfg))
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.collector.run, args=(self.stop,), daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        assert self.collector.ready.wait(10), "collector not ready"
-        return self.collector
-
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        self.thread.join(30)
-        assert not self.thread.is_alive()
+    probes = sim_probes(2)
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(gateway_toml(tmp_path / "data", servers.free_port(),
+                                [{"id": f"p{i}", "driver": "ascii-temp", "port": str(p.link), "interval_s": 1}
+                                 for i, p in enumerate(probes)]))
+    return RunningCollector(cfg)
 
 
 def polls_of(c, probe: str) -> int:
@@ -272,21 +246,12 @@ def polls_of(c, probe: str) -> int:
         return c.state.probes[probe].polls
 
 
-def wait_until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
 def _probe(c, probe_id: str):
     return next(p for ps in c._probes.values() for p in ps if p.settings.id == probe_id)
 
 
 def test_a_port_whose_polls_all_fail_withdraws_and_never_holds_the_others(tmp_path, sim_probes):
-    with Running(tmp_path, sim_probes) as c:
+    with two_ports(tmp_path, sim_probes) as c:
         wait_until(lambda: polls_of(c, "p1") >= 1, 10, "a first poll")
         c.spool.group_window_s = 3.0                # a lingering announcement would cost 3 s per commit
 
@@ -301,7 +266,7 @@ def test_a_port_whose_polls_all_fail_withdraws_and_never_holds_the_others(tmp_pa
 
 
 def test_a_slow_port_costs_the_others_at_most_the_window(tmp_path, sim_probes):
-    with Running(tmp_path, sim_probes) as c:
+    with two_ports(tmp_path, sim_probes) as c:
         wait_until(lambda: polls_of(c, "p1") >= 1, 10, "a first poll")
         c.spool.group_window_s = 0.3
         slow = _probe(c, "p0").driver

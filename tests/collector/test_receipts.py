@@ -8,11 +8,10 @@ broker acknowledges every message and the gateway must still keep them all.
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
-from collector_support import Recorder, gateway_toml
+from collector_support import Recorder, gateway_toml, wait_until
 from humus.receipts import encode_receipt, receipt_topic
 
 pytestmark = pytest.mark.servers
@@ -35,15 +34,6 @@ def _run_collector(tmp_path, port, probes, publish: str):
     t.start()
     assert c.ready.wait(10)
     return c, stop, t
-
-
-def _wait(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def _send_receipt(port: int, **ranges) -> None:
@@ -88,7 +78,7 @@ def test_puback_alone_deletes_nothing_and_unconfirmed_batches_are_resent_byte_fo
         # The centre confirms: everything up to the newest seq seen is deleted.
         top = max(b["seq"] for b in rec.batches())
         _send_receipt(mosquitto.port, stored=range(1, top + 1))
-        _wait(lambda: c.spool.pending_batches(0, 1000) == [] or
+        wait_until(lambda: c.spool.pending_batches(0, 1000) == [] or
               min(b.seq for b in c.spool.pending_batches(0, 1000)) > top, 10, "confirmed batches deleted")
     finally:
         stop.set()
@@ -113,7 +103,7 @@ def test_a_resend_request_is_answered_at_once_and_a_bad_receipt_is_ignored(tmp_p
                                                b'"stored":[[1,"x"]]}', qos=1).wait_for_publish(5)
         bad.loop_stop()
         bad.disconnect()
-        _wait(lambda: c.state.mqtt.get("bad_receipts", 0) == 1, 10, "the bad receipt counted")
+        wait_until(lambda: c.state.mqtt.get("bad_receipts", 0) == 1, 10, "the bad receipt counted")
         assert c.spool.pending_batches(0, 1)[0].seq == 1, "a bad receipt deleted something"
         assert t.is_alive() and c.publisher.thread.is_alive()
     finally:
@@ -127,7 +117,7 @@ def test_confirm_puback_deletes_on_the_brokers_acknowledgement(tmp_path, mosquit
     c, stop, t = _run_collector(tmp_path, mosquitto.port, sim_probes(1), 'confirm = "puback"')
     try:
         rec.wait_for(lambda: len({b["seq"] for b in rec.batches()}) >= 3, 20, "three batches")
-        _wait(lambda: c.spool.stats().pending_batches <= 1, 5, "acknowledged batches deleted")
+        wait_until(lambda: c.spool.stats().pending_batches <= 1, 5, "acknowledged batches deleted")
     finally:
         stop.set()
         t.join(30)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from collector.spool import Spool, SpoolError
+from collector_support import tmpfs, wait_until
 from humus.records import Observation
 from humus.wire import decode_batch, obs_topic
 
@@ -37,18 +37,8 @@ def poll(i: int, n: int = 10, probe: str = "p1") -> list[Observation]:
 @pytest.fixture
 def small_disk(tmp_path):
     """A real 2 MB filesystem (tmpfs), unmounted at teardown."""
-    d = tmp_path / "disk"
-    d.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(d)], capture_output=True, text=True)
-    if r.returncode != 0:
-        if os.environ.get("CI"):
-            pytest.fail(f"cannot mount a 2 MB tmpfs on {d} ({r.stderr.strip()}); CI runs as root and must test "
-                        "the full disk", pytrace=False)
-        pytest.skip(f"mounting a tmpfs is not permitted here ({r.stderr.strip()}); run as root to test a full disk")
-    try:
+    with tmpfs(tmp_path / "disk", "2m") as d:
         yield d
-    finally:
-        subprocess.run(["umount", "-l", str(d)], check=False)
 
 
 def fill(directory: Path, name: str = "filler") -> Path:
@@ -151,14 +141,7 @@ def test_a_failed_commit_reports_the_disk_error_not_the_rollback(small_disk):
 
 
 def test_disk_used_by_the_spool_stays_near_its_quota_through_fill_and_drain(tmp_path):
-    d = tmp_path / "disk"
-    d.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(d)], capture_output=True, text=True)
-    if r.returncode != 0:
-        if os.environ.get("CI"):
-            pytest.fail(f"cannot mount a tmpfs ({r.stderr.strip()})", pytrace=False)
-        pytest.skip(f"mounting a tmpfs is not permitted here ({r.stderr.strip()})")
-    try:
+    with tmpfs(tmp_path / "disk", "16m") as d:
         quota = 2_000_000
         sp = spool_on(d, quota=quota)
         worst = 0
@@ -177,8 +160,6 @@ def test_disk_used_by_the_spool_stays_near_its_quota_through_fill_and_drain(tmp_
         # Measured: 1.02x (it was 3.6x before the WAL was checkpointed and truncated, 1.3x counting payload).
         assert worst <= 1.1 * quota, f"spool used {worst / quota:.2f}x its quota on disk"
         assert st.depth == 0 and st.bytes == 0
-    finally:
-        subprocess.run(["umount", "-l", str(d)], check=False)
 
 
 def test_quota_drops_are_counted_exactly_under_two_threads(tmp_path):
@@ -231,15 +212,6 @@ def alerts(monkeypatch):
 
     monkeypatch.setattr(Publisher, "alert", alert)
     return seen
-
-
-def wait_until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def polls(c) -> int:

@@ -9,50 +9,11 @@ import pytest
 
 import servers
 from collector.daemon import restart_delay_s
-from collector_support import gateway_toml
+from collector_support import RunningCollector as Running, gateway_toml, wait_until
 
 
 def ascii_probe(pid: str, port, interval: float = 1) -> dict:
     return {"id": pid, "driver": "ascii-temp", "port": str(port), "interval_s": interval}
-
-
-def wait_until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-class Running:
-    """A Collector on its own thread; stopped (and joined) by the context manager."""
-
-    def __init__(self, cfg_path) -> None:
-        from collector.config import load_gateway_config
-        from collector.daemon import Collector
-
-        self.collector = Collector(load_gateway_config(cfg_path))
-        self.stop = threading.Event()
-        self.errors: list[BaseException] = []
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        try:
-            self.collector.run(self.stop)
-        except BaseException as e:  # noqa: BLE001 - the test reports it
-            self.errors.append(e)
-
-    def __enter__(self):
-        self.thread.start()
-        assert self.collector.ready.wait(10), "collector not ready"
-        return self.collector
-
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        self.thread.join(30)
-        assert not self.thread.is_alive()
-        assert not self.errors, self.errors
 
 
 def test_restart_back_off_doubles_and_is_capped():
