@@ -155,13 +155,21 @@ class PtyProbe:
             if self._wake_r in ready:
                 os.read(self._wake_r, 64)
             if master is not None and master in ready:
-                try:
-                    data = os.read(master, 4096)
-                except OSError:
-                    # No process has the slave open: EIO on Linux. Wait a little and retry.
-                    time.sleep(0.01)
-                    continue
+                # Read under the lock, only from the pty still plugged and only if it is readable
+                # now: after an unplug the old descriptor number may already belong to another
+                # file, and a blocking read on it would hang this thread for good.
                 with self._lock:
-                    if self._master == master and data:
+                    if self._master != master:
+                        continue
+                    try:
+                        if not select.select([master], [], [], 0)[0]:
+                            continue
+                        data = os.read(master, 4096)
+                    except (OSError, ValueError):
+                        data = None
+                    if data:
                         now = time.monotonic()
                         self._schedule(self.firmware.receive(data, now), now)
+                if data is None:
+                    # No process has the slave open: EIO on Linux. Wait a little and retry.
+                    time.sleep(0.01)
