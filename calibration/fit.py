@@ -18,7 +18,13 @@ What is chosen, in this order, and how (docs/calibration.md has the figures):
 4. The method: global PLS, memory-based local PLS, or their average
    (blend), compared on the model scale (where errors are homoscedastic,
    so a few organic soils do not decide); the simplest not significantly
-   worse, in that order.
+   worse, in that order. Unless the local settings are given, the local
+   models average 3 to k components, k the global model's choice in 1.:
+   the cross-validated count of latent variables the spectra carry for this
+   property (the range of component counts averaged as in the LOCAL
+   procedure of Shenk, Westerhaus & Berzaghi 1997, J. Near Infrared
+   Spectroscopy 5, 223-232, and WA-PLS; a fixed ceiling of 15 averaged too
+   few on NIRsoil, where k is 17-25: docs/calibration.md).
 
 Then from the chosen model's cross-validated predictions: the figures of
 merit, the T²/Q limits and the moisture check (calibration.domain), and
@@ -194,12 +200,18 @@ class Choice:
     q: np.ndarray
     shift_t: np.ndarray | None        # EPO shifts of the chosen method at k (model scale)
     record: dict[str, Any]
+    local: Any = None                 # the local settings used (ceiling possibly set from k)
 
 
 def choose(z0: np.ndarray, y: np.ndarray, *, scales: Sequence[str], max_components: int,
            n_components: int | None, fold: np.ndarray, seed: int, pairs: tuple[np.ndarray, np.ndarray] | None,
-           epo_components: int | None, methods: Sequence[str], local: Any, alpha: float = ALPHA) -> Choice:
-    """Run the cross-validations and make the choices listed in the module docstring."""
+           epo_components: int | None, methods: Sequence[str], local: Any, alpha: float = ALPHA,
+           local_ceiling_from_k: bool = False) -> Choice:
+    """Run the cross-validations and make the choices listed in the module docstring.
+
+    `local_ceiling_from_k`: the local models average `local.min_components` to k components, k the
+    global model's chosen count (capped at neighbours - 2), instead of `local.max_components`.
+    """
     n = y.shape[0]
     train_min = n - int(np.max(np.bincount(fold)))
     kmax = max(1, min(max_components, train_min - 1, z0.shape[1]))
@@ -276,6 +288,11 @@ def choose(z0: np.ndarray, y: np.ndarray, *, scales: Sequence[str], max_componen
         if epo_components is None and g == gs[-1] and len(gs) > 1:
             record["warnings"].append(f"EPO components chosen at the largest tried ({g})")
     # Method: global, local or blend, compared on the model scale.
+    if local_ceiling_from_k and any(m != "global" for m in methods):
+        local = local_with_ceiling(local, k)
+        record["local_components"] = {"min": local.min_components, "max": local.max_components,
+                                      "rule": "max = the global model's chosen components (Shenk et al. 1997 "
+                                              "LOCAL: predictions averaged over a range of component counts)"}
     pred_g = cur.pred[:, k - 1]
     cands: dict[str, tuple[np.ndarray, np.ndarray | None]] = {"global": (pred_g, None if cur.shift is None
                                                                           else cur.shift[:, k - 1])}
@@ -317,7 +334,15 @@ def choose(z0: np.ndarray, y: np.ndarray, *, scales: Sequence[str], max_componen
     tf = TargetTransform(name)
     if name != "none":
         tf = TargetTransform(name, float(np.mean((pred_t - yt) ** 2)))
-    return Choice(tf, g, k, method, epo, z, pred_t, cur.t2[:, k - 1], cur.q[:, k - 1], shift_t, record)
+    return Choice(tf, g, k, method, epo, z, pred_t, cur.t2[:, k - 1], cur.q[:, k - 1], shift_t, record, local)
+
+
+def local_with_ceiling(local: Any, k: int) -> Any:
+    """`local` with its component ceiling set to k (at least its minimum, at most neighbours - 2)."""
+    from calibration.model import LocalSettings
+
+    top = max(local.min_components, min(int(k), local.neighbours - 2))
+    return LocalSettings(local.neighbours, local.min_components, top, local.blend)
 
 
 def build(grid: np.ndarray, absorbance: np.ndarray, y: np.ndarray, chain_steps: list[dict[str, Any]],
@@ -346,7 +371,7 @@ def build(grid: np.ndarray, absorbance: np.ndarray, y: np.ndarray, chain_steps: 
                           seed=seed)
     local_meta = None
     if choice.method != "global":
-        local_meta = {**vars(local), "blend": choice.method == "blend"}
+        local_meta = {**vars(choice.local or local), "blend": choice.method == "blend"}
     meta: dict[str, Any] = {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "id": model_id, "version": str(version),

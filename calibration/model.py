@@ -91,7 +91,9 @@ class LocalSettings:
     J. Near Infrared Spectroscopy 5, 223-232, with equal weights; see
     Ramirez-Lopez, L. et al. 2013, Geoderma 195, 268-279, for memory-based
     learning of soil spectra). Defaults: the steadiest of the settings compared
-    on NIRsoil in docs/calibration.md.
+    on NIRsoil in docs/calibration.md. `fit_spectral_model` without explicit
+    settings replaces `max_components` by the global model's cross-validated
+    component count (calibration.fit).
     """
 
     neighbours: int = 60
@@ -454,6 +456,9 @@ def fit_spectral_model(wavelengths_nm: Any, x: Any, y: Any, *, model_id: str, ve
     if method not in ("auto", *fitting.METHODS):
         raise ValueError(f"method {method!r}: expected auto, global, local or blend")
     methods = list(fitting.METHODS) if method == "auto" else [method]
+    # Without explicit local settings the local models' component ceiling follows the global model's
+    # cross-validated choice (calibration.fit).
+    ceiling_from_k = local is None
     local = LocalSettings(local.neighbours, local.min_components, local.max_components) if local else LocalSettings()
     steps = [dict(s) for s in preprocessing]
     chain = Chain(steps)
@@ -479,7 +484,8 @@ def fit_spectral_model(wavelengths_nm: Any, x: Any, y: Any, *, model_id: str, ve
     fold = fitting.fold_ids(y.shape[0], folds, seed, groups)
     choice = fitting.choose(z, y, scales=fitting.check_scales(transform, y), max_components=max_components,
                             n_components=n_components, fold=fold, seed=seed, pairs=pairs,
-                            epo_components=epo_components, methods=methods, local=local)
+                            epo_components=epo_components, methods=methods, local=local,
+                            local_ceiling_from_k=ceiling_from_k)
     meta, arrays = fitting.build(grid, a, y, steps, choice, model_id=model_id, version=version, target=target,
                                  unit=unit, input=input, folds=folds, seed=seed, local=local, pairs_abs=pairs_abs,
                                  requested_transform=transform, level=DOMAIN_LEVEL, extra=extra)

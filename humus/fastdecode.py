@@ -18,22 +18,27 @@ what that one says yes to (tests/humus/test_wire_fast.py compares both).
 The checks, per batch instead of per value:
 - names: each distinct (probe, quantity, depth, unit, flag_test, model,
   source) is checked once by building one `Observation` of it (the record's
-  own checks); valid ones are remembered;
+  own checks); valid ones are remembered, keyed by the JSON text of the
+  names (one msgspec call per batch), which the row's key also is
+  (`ObservationRows.keys`: the line-protocol encoder's tag-set cache);
 - numbers: msgspec refuses NaN, infinities and floats out of range; time,
   flag and revision are checked by min/max or set over their columns;
 - repeated keys (msgspec keeps the last silently; the exact decoder refuses
   them): the colons of the payload must add up to the keys decoded, as in
   `humus.wire._keys_surely_distinct`; optional keys sent as null (the
   collector never does) only make the count fall back to the exact path.
+
+The rows come with their columns (`DecodedRows.columns`), which the
+line-protocol encoder formats a column at a time.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from functools import partial
-from operator import attrgetter, is_not
+from operator import is_not
 
 import msgspec
+from msgspec.structs import astuple
 
 from humus.obsrows import ObservationRows
 from humus.records import MAX_REVISION, MAX_TIME_NS, Observation, QualityFlag, Source
@@ -67,10 +72,19 @@ class WireBatch(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     observations: list[WireObservation]
 
 
+class DecodedRows(ObservationRows):
+    """`ObservationRows` that also hand their columns over (time_ns, value, uncertainty, flag: tuples in row
+    order), so that a store encodes them column by column (observatory.stores.lineprotocol)."""
+
+    __slots__ = ("columns",)
+
+
 _DECODER = msgspec.json.Decoder(WireBatch)
-_NAMES = attrgetter("probe", "quantity", "depth_cm", "unit", "flag_test", "model_id", "model_version", "source")
-_TIME, _VALUE, _FLAG, _REV = attrgetter("time_ns"), attrgetter("value"), attrgetter("flag"), attrgetter("rev")
-_UNC, _WL = attrgetter("uncertainty"), attrgetter("wavelengths_nm")
+_ENCODE = msgspec.json.Encoder().encode
+_FIELDS = WireObservation.__struct_fields__
+(_PROBE, _QUANTITY, _TIME, _VALUE, _UNIT, _FLAG, _SOURCE, _DEPTH, _UNC, _FLAG_TEST, _MODEL_ID, _MODEL_VERSION,
+ _WL, _REV) = map(_FIELDS.index, ("probe", "quantity", "time_ns", "value", "unit", "flag", "source", "depth_cm",
+                                  "uncertainty", "flag_test", "model_id", "model_version", "wavelengths_nm", "rev"))
 _NOT_NONE = partial(is_not, None)
 _FLAG_CODES = frozenset(int(f) for f in QualityFlag)
 _SOURCES = {s.value: s for s in Source}
@@ -78,8 +92,8 @@ _MISSING = int(QualityFlag.MISSING)
 _REQUIRED_PER_ITEM = 7
 _BATCH_KEYS = 6
 
-_known: dict[tuple[str, str], dict[tuple, tuple[int, int]]] = {}
-"""Per site/gateway: each distinct set of names found valid, with (optional keys it holds, colons in its texts)."""
+_known: dict[tuple[str, str], set[bytes]] = {}
+"""Per site/gateway: each distinct set of names found valid, by its key (the JSON text of the names)."""
 _KNOWN_GATEWAYS_MAX = 20_000
 _KNOWN_NAMES_MAX = 10_000
 
@@ -97,45 +111,56 @@ def decode(site: str, gateway: str, schema: str, payload: bytes, max_obs: int, l
     if not (0 <= seq < 2**63 and 0 <= sent_ns < MAX_TIME_NS and 0 < n <= max_obs):
         return None
 
-    row_names = list(map(_NAMES, items))
-    names = Counter(row_names)
+    # All columns in one pass (msgspec's astuple, then zip). Each row's names are keyed by their JSON text,
+    # made in one call for the batch: bytes, which hash once and which the garbage collector never scans
+    # (a tuple per row kept it busy). JSON has no colon outside strings, so the colons of the names are
+    # the colons of their text.
+    cols = list(zip(*map(astuple, items)))
+    depths, flag_tests = cols[_DEPTH], cols[_FLAG_TEST]
+    model_ids, model_versions = cols[_MODEL_ID], cols[_MODEL_VERSION]
+    names_text = _ENCODE(list(zip(cols[_PROBE], cols[_QUANTITY], depths, cols[_UNIT], flag_tests, model_ids,
+                                  model_versions, cols[_SOURCE])))
+    row_keys = names_text[2:-2].split(b"],[")
+    if len(row_keys) != n:  # "],[" inside a name
+        return None
     known = _known.get((site, gateway))
     if known is None:
         if len(_known) >= _KNOWN_GATEWAYS_MAX:
             _known.clear()
-        known = _known[(site, gateway)] = {}
-    optional = colons_in_names = 0
-    for key, count in names.items():
-        facts = known.get(key)
-        if facts is None:
-            facts = _names_facts(site, gateway, key)
-            if facts is None:
-                return None
-            if len(known) >= _KNOWN_NAMES_MAX:
-                known.clear()
-            known[key] = facts
-        optional += count * facts[0]
-        colons_in_names += count * facts[1]
+        known = _known[(site, gateway)] = set()
+    new = set(row_keys).difference(known)
+    for key in new:
+        it = items[row_keys.index(key)]
+        if not _names_valid(site, gateway, (it.probe, it.quantity, it.depth_cm, it.unit, it.flag_test, it.model_id,
+                                            it.model_version, it.source)):
+            return None
+    if new:
+        if len(known) + len(new) > _KNOWN_NAMES_MAX:
+            known.clear()
+        known.update(new)
+    colons_in_names = names_text.count(b":")
+    optional = 4 * n - depths.count(None) - flag_tests.count(None) - model_ids.count(None) \
+        - model_versions.count(None)
 
-    times = list(map(_TIME, items))
+    times = cols[_TIME]
     t_min, t_max = min(times), max(times)
     if t_min < 0 or t_max >= MAX_TIME_NS or t_max > limit_ns:
         return None
-    if not set(map(_FLAG, items)) <= _FLAG_CODES:
+    flags = cols[_FLAG]
+    if not set(flags) <= _FLAG_CODES:
         return None
-    revs = list(map(_REV, items))
+    revs = cols[_REV]
     if min(revs) < 0 or max(revs) >= MAX_REVISION:
         return None
-    uncs = list(map(_UNC, items))
+    uncs = cols[_UNC]
     n_unc = n - uncs.count(None)
     if n_unc:
-        known = list(filter(_NOT_NONE, uncs))
-        total = sum(known)
-        if min(known) < 0 or total - total != 0:
+        known_uncs = list(filter(_NOT_NONE, uncs))
+        total = sum(known_uncs)
+        if min(known_uncs) < 0 or total - total != 0:
             return None
-    values = list(map(_VALUE, items))
-    wls = list(map(_WL, items))
-    n_wl = n - wls.count(None)
+    values = cols[_VALUE]
+    n_wl = n - cols[_WL].count(None)
     kinds = set(map(type, values))
     if kinds == {float}:
         total = sum(values)
@@ -151,23 +176,23 @@ def decode(site: str, gateway: str, schema: str, payload: bytes, max_obs: int, l
         colons += payload.count(b"\\u003a") + payload.count(b"\\u003A")
         if keys != colons - colons_in_names - schema.count(":"):
             return None
-    return seq, sent_ns, ObservationRows(site, gateway, items, t_min, t_max, n - revs.count(0), row_names)
+    rows = DecodedRows(site, gateway, items, t_min, t_max, n - revs.count(0), row_keys)
+    rows.columns = (times, values, uncs, flags)
+    return seq, sent_ns, rows
 
 
-def _names_facts(site: str, gateway: str, key: tuple) -> tuple[int, int] | None:
-    """Check one distinct set of names with the record's own rules: None if invalid, else
-    (how many optional keys of the four it carries, how many colons its texts hold)."""
+def _names_valid(site: str, gateway: str, key: tuple) -> bool:
+    """Check one distinct set of names with the record's own rules."""
     probe, quantity, depth, unit, flag_test, model_id, model_version, source = key
     src = _SOURCES.get(source)
     if src is None:
-        return None
+        return False
     try:
         Observation(site, gateway, probe, quantity, 0, 0.0, unit, depth, None, QualityFlag.NOT_EVALUATED,
                     flag_test, src, model_id, model_version)
     except (ValueError, TypeError):
-        return None
-    optional = sum(v is not None for v in (depth, flag_test, model_id, model_version))
-    return optional, sum(v.count(":") for v in key if type(v) is str)
+        return False
+    return True
 
 
 def _mixed_values_valid(items: list[WireObservation], n_wl: int) -> bool:

@@ -38,8 +38,9 @@ class ObservationRows(Sequence[Observation]):
         self.site, self.gateway, self.rows = site, gateway, rows
         self.time_min, self.time_max, self.revised_count = time_min, time_max, revised_count
         self.keys = keys
-        """Per row, its names (probe, quantity, depth_cm, unit, flag_test, model_id, model_version,
-        source) as the decoder keyed them; the encoder looks each row's tag set up by it."""
+        """Per row, a key that stands one to one for its names (probe, quantity, depth_cm, unit, flag_test,
+        model_id, model_version, source): humus.fastdecode gives their JSON text as bytes. The encoder looks
+        each row's tag set up by it."""
         self.prepared: object = None
         """A store's encoding of these rows, made ahead (observatory.stores.influx `prepare`)."""
         self.signed = False

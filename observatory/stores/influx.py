@@ -579,9 +579,11 @@ def _requests(lines: list[str]) -> Iterator[bytes]:
     """Request bodies of at most LINES_PER_REQUEST lines and about MAX_BODY_BYTES (spectra are long lines)."""
     for i in range(0, len(lines), LINES_PER_REQUEST):
         chunk = lines[i:i + LINES_PER_REQUEST]
-        if sum(map(len, chunk)) + len(chunk) <= MAX_BODY_BYTES:  # the common case: short scalar lines
-            yield ("\n".join(chunk) + "\n").encode()
+        body = "\n".join(chunk) + "\n"
+        if len(body) <= MAX_BODY_BYTES:  # the common case: short scalar lines
+            yield body.encode()
             continue
+        del body
         batch: list[str] = []
         size = 0
         for line in chunk:

@@ -217,3 +217,15 @@ def test_blended_local_model_averages_local_and_global_predictions(nirsoil):
     local = _local_pls(blended.arrays["library_x"][nn], y[:100][nn], z[None, :], LocalSettings(40, 2, 6))[0]
     expected = 0.5 * (local + glob.predict(wl, x[105]).value)
     assert blended.predict(wl, x[105]).value == pytest.approx(expected, abs=1e-9)
+
+
+def test_local_component_ceiling_follows_the_global_choice_unless_given(nirsoil):
+    wl, x, y = nirsoil
+    model = fit_spectral_model(wl, x[:100], y[:100], model_id="ceil", max_components=12, folds=5, method="local")
+    k = model.meta["pls"]["n_components"]
+    assert model.meta["local"]["max_components"] == max(3, min(k, 58))
+    assert model.meta["selection"]["local_components"]["max"] == model.meta["local"]["max_components"]
+    given = fit_spectral_model(wl, x[:100], y[:100], model_id="given", max_components=12, folds=5, method="local",
+                               local=LocalSettings(60, 3, 15))
+    assert given.meta["local"]["max_components"] == 15
+    assert "local_components" not in given.meta["selection"]

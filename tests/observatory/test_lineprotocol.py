@@ -106,3 +106,55 @@ def test_commas_spaces_and_equals_signs_in_tags_round_trip_through_influxdb(infl
         assert values == {"a,b c=d", "plain"}
     finally:
         store.close()
+
+
+# -- the decoder's columns (humus.fastdecode) encode to the same lines as its rows ---------------------
+
+_AWKWARD_FLOATS = [0.5, 2300.0, -0.0, 0.0, 1e16, 1e-5, 0.0001, 0.00012, 10.00001, 1.2345678901234568e17, 5e-324,
+                   1.7976931348623157e308, 0.30000000000000004, -123.456, 1e15, 9999999999999998.0]
+
+
+def _decoded(observations: list[Observation]):
+    from humus.wire import decode_batch, encode_batch, obs_topic
+
+    o = observations[0]
+    return decode_batch(obs_topic(o.site, o.gateway), encode_batch(o.site, o.gateway, 1, observations),
+                        now_ns=T0 + 10**12).observations
+
+
+def _per_row(rows) -> list[str]:
+    lines: list[str] = []
+    lp._encode_rows(rows.site, rows.gateway, rows.rows, lines, {}, rows.keys, rows.signed)
+    return lines
+
+
+@pytest.mark.parametrize("value", _AWKWARD_FLOATS)
+def test_a_column_of_floats_encodes_as_repr_writes_them(value):
+    pytest.importorskip("msgspec")
+    obs = [Observation("s", "g", f"p{i}", "vwc", T0 + i, v, "m3/m3", uncertainty=u)
+           for i, (v, u) in enumerate([(value, None), (0.25, abs(value)), (value, 0.03), (1.5, None)])]
+    rows = _decoded(obs)
+    assert getattr(rows, "columns", None) is not None  # the fast decoder's rows
+    assert lp.encode(rows) == _per_row(rows)
+    assert lp.encode(rows) == lp.encode(list(obs))
+    assert f"value={value!r}," in lp.encode(rows)[0]
+
+
+def test_columns_with_missing_values_and_spectra_take_the_per_row_way():
+    pytest.importorskip("msgspec")
+    from humus.records import QualityFlag
+    obs = [Observation("s", "g", "p", "vwc", T0, 0.5, "m3/m3"),
+           Observation("s", "g", "p", "vwc", T0 + 1, float("nan"), "m3/m3", flag=QualityFlag.MISSING),
+           Observation("s", "g", "q", "refl", T0 + 2, (0.1, 0.2), "1", wavelengths_nm=(900.0, 1000.0))]
+    rows = _decoded(obs)
+    assert lp.encode(rows) == lp.encode(list(obs))
+    assert lp.encode(rows)[:3] == _per_row(rows)
+
+
+def test_without_msgspec_columns_are_encoded_row_by_row(monkeypatch):
+    obs = [Observation("s", "g", f"p{i}", "vwc", T0 + i, v, "m3/m3", uncertainty=0.03 if i % 2 else None)
+           for i, v in enumerate(_AWKWARD_FLOATS)]
+    rows = _decoded(obs)
+    with_msgspec = lp.encode(rows)
+    monkeypatch.setattr(lp, "_json_encode", None)
+    assert lp.encode(rows) == with_msgspec == lp.encode(list(obs))
