@@ -290,7 +290,9 @@ def run_ingest(workdir: Path, mqtt_port: int, store_url: str, workers: int, mess
         db_cpu = cpu_s(db_pid) - db0 if db_pid else 0.0
         rest_cpu = cpu_s(broker_pid) - broker0 + time.process_time() - own0 if broker_pid else 0.0
         shares = [status.docs[c]["totals"]["messages_in"] for c in ids]
-        print(f"  {tag}: published in {t_pub:.2f} s, stored in {elapsed:.2f} s; messages per worker {shares}")
+        writes = [status.docs[c]["totals"].get("store_writes") for c in ids]
+        print(f"  {tag}: published in {t_pub:.2f} s, stored in {elapsed:.2f} s; messages per worker {shares}, "
+              f"store writes {writes}")
         return {"rate": n_obs / elapsed, "worker_cpu": worker_cpu / n_obs * 1e5, "db_cpu": db_cpu / n_obs * 1e5,
                 "rest_cpu": rest_cpu / n_obs * 1e5}
     finally:
