@@ -7,8 +7,17 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+# Under CI the property tests run the same examples every time (derandomized: a run cannot fail on an
+# example no earlier run tried, nor on a machine too loaded to generate examples fast); locally they
+# explore new examples on every run and replay failures from .hypothesis/. No per-example deadline: the
+# simulated probes run on real ptys and a busy machine is not a failure.
+settings.register_profile("ci", derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("dev", deadline=None)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 import servers  # noqa: E402
 
