@@ -243,6 +243,31 @@ def forget_sessions(port: int, client_ids: list[str]) -> None:
         c.loop_stop()
 
 
+def start_workers(workdir: Path, ids: list[str], procs: list, status: "Status", *, store_url: str, mqtt_port: int,
+                  group: str, state_file: Path, metrics_interval_s: float, ingest: str = "",
+                  repo: Path = REPO) -> None:
+    """Start one `humus ingest` process per client id in `ids` (appended to `procs`, which the caller stops;
+    logs in `workdir`), all on one shared subscription `group`, and wait until each reports itself online.
+    `ingest`: more `[ingest]` lines (TOML)."""
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    for cid in ids:
+        cfg = workdir / f"{cid}.toml"
+        cfg.write_text(f'[ingest]\nstore = "{store_url}"\nclient_id = "{cid}"\ngroup = "{group}"\n'
+                       f'state_file = "{state_file}"\nmetrics_interval_s = {metrics_interval_s}\n{ingest}\n\n'
+                       f'[mqtt]\nhost = "127.0.0.1"\nport = {mqtt_port}\n')
+        with open(workdir / f"{cid}.log", "wb") as log:
+            procs.append(subprocess.Popen([sys.executable, "-m", "humus", "ingest", "--config", str(cfg)],
+                                          cwd=repo, stdout=log, stderr=subprocess.STDOUT, env=env))
+
+    def online() -> bool:
+        for cid, p in zip(ids, procs):
+            if p.poll() is not None:
+                raise RuntimeError(f"worker {cid} exited: {(workdir / f'{cid}.log').read_text()[-800:]}")
+        return all(status.docs.get(c, {}).get("state") == "online" for c in ids)
+
+    wait(online, 30, "workers online")
+
+
 def run_ingest(workdir: Path, mqtt_port: int, store_url: str, workers: int, messages, n_obs: int,
                state_file: Path, tag: str, db_pid: int | None, stored=None, repo: Path = REPO,
                broker_pid: int | None = None) -> dict:
@@ -255,26 +280,10 @@ def run_ingest(workdir: Path, mqtt_port: int, store_url: str, workers: int, mess
     """
     status = Status(mqtt_port)
     ids = [f"bench-{tag}-{i}" for i in range(workers)]
-    procs = []
+    procs: list[subprocess.Popen] = []
     try:
-        for cid in ids:
-            cfg = workdir / f"{cid}.toml"
-            cfg.write_text(f'[ingest]\nstore = "{store_url}"\nclient_id = "{cid}"\ngroup = "bench-{tag}"\n'
-                           f'state_file = "{state_file}"\nmetrics_interval_s = 0.1\n\n'
-                           f'[mqtt]\nhost = "127.0.0.1"\nport = {mqtt_port}\n')
-            log = open(workdir / f"{cid}.log", "wb")
-            procs.append(subprocess.Popen([sys.executable, "-m", "humus", "ingest", "--config", str(cfg)],
-                                          cwd=repo, stdout=log, stderr=subprocess.STDOUT,
-                                          env={**os.environ, "PYTHONPATH": str(repo)}))
-            log.close()
-
-        def online() -> bool:
-            for cid, p in zip(ids, procs):
-                if p.poll() is not None:
-                    raise RuntimeError(f"worker {cid} exited: {(workdir / f'{cid}.log').read_text()[-500:]}")
-            return all(status.docs.get(c, {}).get("state") == "online" for c in ids)
-
-        wait(online, 30, "workers online")
+        start_workers(workdir, ids, procs, status, store_url=store_url, mqtt_port=mqtt_port, group=f"bench-{tag}",
+                      state_file=state_file, metrics_interval_s=0.1, repo=repo)
         time.sleep(0.3)
         cpu0 = [cpu_s(p.pid) for p in procs]
         db0 = cpu_s(db_pid) if db_pid else 0.0

@@ -75,7 +75,7 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "bench"))
 
 import servers  # noqa: E402
-from ingest import BROKER_CONF, Influx, Status, cpu_s, wait  # noqa: E402
+from ingest import BROKER_CONF, Influx, Status, cpu_s, start_workers  # noqa: E402
 
 SITE = "storm"
 MINUTE_NS = 60 * 10**9
@@ -384,23 +384,9 @@ def run_storm(workdir: Path, *, gateways: int = 200, backlog: int = 500, workers
             sqlite_path = workdir / "archive.sqlite"
             store_url = f"sqlite:{sqlite_path}"
         status = Status(broker.port)
+        start_workers(workdir, ids, procs, status, store_url=store_url, mqtt_port=broker.port, group="storm",
+                      state_file=workdir / "state.sqlite", metrics_interval_s=1, ingest=ingest)
         env = {**os.environ, "PYTHONPATH": str(REPO)}
-        for cid in ids:
-            cfg = workdir / f"{cid}.toml"
-            cfg.write_text(f'[ingest]\nstore = "{store_url}"\nclient_id = "{cid}"\ngroup = "storm"\n'
-                           f'state_file = "{workdir / "state.sqlite"}"\nmetrics_interval_s = 1\n{ingest}\n\n'
-                           f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\n')
-            with open(workdir / f"{cid}.log", "wb") as out:
-                procs.append(subprocess.Popen([sys.executable, "-m", "humus", "ingest", "--config", str(cfg)],
-                                              cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env))
-
-        def online() -> bool:
-            for cid, p in zip(ids, procs):
-                if p.poll() is not None:
-                    raise RuntimeError(f"worker {cid} exited: {(workdir / f'{cid}.log').read_text()[-800:]}")
-            return all(status.docs.get(c, {}).get("state") == "online" for c in ids)
-
-        wait(online, 30, "the workers online")
         bounds = [gateways * i // sims for i in range(sims + 1)]
         logs = [workdir / f"sim-{i}.log" for i in range(sims)]
         for i in range(sims):
