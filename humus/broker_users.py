@@ -8,7 +8,9 @@ role (docs/deploy.md):
   ``humus/v1/<site>/<gateway>/`` and reads only its receipts,
   ``humus/v1/<site>/<gateway>/receipt``;
 - an ingest worker reads every gateway's obs, status and alerts, publishes
-  receipts to any gateway, and owns ``humus/v1/_observatory/<name>/``;
+  receipts to any gateway, owns ``humus/v1/_observatory/<name>/``, tells
+  the batches it stored on ``humus/v1/_ingest/<name>/ledger`` and reads
+  the other ingest workers' (no other role may write there);
 - an alerts service reads obs, status and alerts, publishes its
   notifications on a site's ``humus/v1/<site>/alerts`` (one level above the
   gateways' topics, so no gateway can), and owns its own
@@ -94,7 +96,9 @@ def acl_lines(role: Role, user: str) -> list[str]:
     reads = [f"topic read {TOPIC_ROOT}/+/+/{kind}" for kind in ("obs", "status", "alerts")]
     own = [f"topic readwrite {TOPIC_ROOT}/_observatory/{user}/#"]
     if role is Role.INGEST:
-        return reads + [f"topic write {TOPIC_ROOT}/+/+/receipt"] + own
+        # The group's stored seqs (observatory.ledgershare): each ingest user tells under its own name only.
+        ledger = [f"topic write {TOPIC_ROOT}/_ingest/{user}/ledger", f"topic read {TOPIC_ROOT}/_ingest/+/ledger"]
+        return reads + [f"topic write {TOPIC_ROOT}/+/+/receipt"] + own + ledger
     return reads + [f"topic write {TOPIC_ROOT}/+/alerts"] + own
 
 

@@ -74,6 +74,9 @@ class IngestSettings:
                                        "humus/v1/<site>/<gateway>/receipt topic")
     resend_after_s: float = setting(30.0, check=lambda v: 1 <= v <= 86400 * 30, expect="1 to 2592000 seconds",
                                     doc="ask a gateway to re-send a hole in its batch seqs open this long")
+    share_ledger: bool = setting(True, doc="tell the group's other workers the batch seqs stored, and merge what "
+                                           "they tell (observatory.ledgershare): workers on several machines, each "
+                                           "with its own state file, then judge gaps on every seq stored")
     state_file: str = setting("", doc="SQLite file for dead letters and batch seqs (observatory.deadletter); "
                                          "empty: PATH.ingest.sqlite beside a sqlite:PATH store")
 

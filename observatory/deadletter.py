@@ -28,6 +28,7 @@ ranges, so a gateway sending for years costs a few rows, not one per batch.
 
 from __future__ import annotations
 
+import secrets
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -64,6 +65,10 @@ CREATE TABLE IF NOT EXISTS verified_range (
     first_seq INTEGER NOT NULL,
     last_seq INTEGER NOT NULL,
     PRIMARY KEY (site, gateway, first_seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS state_meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
 ) WITHOUT ROWID;
 """
 
@@ -206,6 +211,14 @@ class DeadLetters(_StateFile):
 class BatchLedger(_StateFile):
     """Which batch sequence numbers each gateway's batches were stored under."""
 
+    @property
+    def ledger_id(self) -> str:
+        """A random id of this state file, made once: the workers sharing the file share it
+        (observatory.ledgershare ignores news from its own file)."""
+        run_write(self._con, f"{self.path}: ledger id", lambda c: c.execute(
+            "INSERT OR IGNORE INTO state_meta(key, value) VALUES ('ledger_id', ?)", (secrets.token_hex(16),)))
+        return self._con.execute("SELECT value FROM state_meta WHERE key='ledger_id'").fetchone()[0]
+
     def seen(self, site: str, gateway: str, seq: int) -> bool:
         row = self._con.execute(
             "SELECT 1 FROM batch_range WHERE site=? AND gateway=? AND first_seq<=? AND last_seq>=? LIMIT 1",
@@ -233,6 +246,16 @@ class BatchLedger(_StateFile):
                       lambda con: [*(self._merge(con, s, g, v) for s, g, v in items),
                                    *(self._merge(con, s, g, v, "verified_range") for s, g, v in signed)])
 
+    def record_ranges(self, stored: dict[tuple[str, str], Iterable[tuple[int, int]]],
+                      verified: dict[tuple[str, str], Iterable[tuple[int, int]]] | None = None) -> None:
+        """Merge seq ranges that other workers stored (observatory.ledgershare), in one transaction."""
+        items = [(s, g, sorted(r)) for (s, g), r in stored.items() if r]
+        signed = [(s, g, sorted(r)) for (s, g), r in (verified or {}).items() if r]
+        if items or signed:
+            run_write(self._con, f"{self.path}: record the ranges of {len(items)} gateways stored by other workers",
+                      lambda con: [*(self._merge_runs(con, s, g, r) for s, g, r in items),
+                                   *(self._merge_runs(con, s, g, r, "verified_range") for s, g, r in signed)])
+
     def verified_ranges(self, site: str, gateway: str) -> list[tuple[int, int]]:
         """Seq ranges of the gateway's batches stored with a verified signature."""
         return [tuple(r) for r in self._con.execute(
@@ -249,6 +272,10 @@ class BatchLedger(_StateFile):
                 runs[-1][1] = s
             else:
                 runs.append([s, s])
+        BatchLedger._merge_runs(con, site, gateway, runs, table)
+
+    @staticmethod
+    def _merge_runs(con: sqlite3.Connection, site: str, gateway: str, runs, table: str = "batch_range") -> None:
         for first, last in runs:
             touching = con.execute(
                 f"SELECT first_seq, last_seq FROM {table} WHERE site=? AND gateway=? "

@@ -36,6 +36,8 @@ class IngestMetrics:
     gap_seqs: int = 0
     receipts: int = 0
     resend_requests: int = 0
+    ledger_news: int = 0
+    ledger_news_rejected: int = 0
     rejected: Counter = field(default_factory=Counter)
     store_writes: int = 0
     store_failures: int = 0
@@ -97,6 +99,7 @@ class IngestMetrics:
                 else round((now_ns - self.store_down_since_ns) / 1e9, 3),
                 "totals": {**totals, "rejected_by_reason": dict(self.rejected), "gap_seqs": self.gap_seqs,
                            "receipts": self.receipts, "resend_requests": self.resend_requests,
+                           "ledger_news": self.ledger_news, "ledger_news_rejected": self.ledger_news_rejected,
                            "store_failures": self.store_failures},
                 "rates_per_s": {
                     "observations_in": round((self.observations_in - last["observations_in"]) / dt, 1),

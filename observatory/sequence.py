@@ -9,7 +9,8 @@ gateway, and a killed worker's share arrives only when it comes back
 (DESIGN.md, measured traps). So a hole is not a gap at once: it becomes one
 only after staying open for a grace period, judged on the ranges kept in
 the shared state file (`observatory.deadletter.BatchLedger`), not on one
-worker's memory. Each worker reports a gap at most once; two workers
+worker's memory; workers on other machines tell theirs
+(`observatory.ledgershare`). Each worker reports a gap at most once; two workers
 watching the same gateway may each report it (the state file does not yet
 record reported gaps).
 """

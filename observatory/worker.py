@@ -47,8 +47,10 @@ from humus.records import ID_PATTERN, Observation
 from humus.wire import OBS_SUBSCRIPTION, Batch, Rejection, WireError
 from observatory.config import ObservatoryConfig, state_path
 from observatory.deadletter import BatchLedger, DeadLetters, safe_text
+from observatory.ledgershare import LEDGER_FILTER, LedgerNews, decode_news, encode_news, is_ledger_topic, \
+    ledger_topic, uncovered
 from observatory.metrics import IngestMetrics, log_line, worker_status_topic
-from observatory.sequence import GapTracker
+from observatory.sequence import GapTracker, merge
 from observatory.revisions import RevisionLog, Written, newest_copies, overtaken
 from observatory.store import Store, StoreError, StoreRejected, StoreUnavailable
 from observatory.validate import Validator
@@ -204,6 +206,15 @@ class IngestWorker:
         """Last turn of the main loop or of a retry (the systemd watchdog is fed only while it moves)."""
         self._prepare: Callable[[Any], None] | None = getattr(store, "prepare", None)
         self._write_async: Callable[[Any], Any] | None = getattr(store, "write_async", None)
+        # Ledger sharing (observatory.ledgershare): news from the network thread, merged by the main thread.
+        self._ledger_id: str | None = None
+        if self.ing.share_ledger and self.ing.subscription == "shared" and hasattr(self.ledger, "record_ranges"):
+            self._ledger_id = self.ledger.ledger_id
+        self._news: deque[LedgerNews] = deque()
+        self._announce: set[tuple[str, str]] = set()   # gateways written since the last tick
+        self._ledger_topic = ledger_topic(config.mqtt.username or self.client_id)
+        self._news_refusal_logged = False
+        self._ledger_refusal_logged = False
 
     # -- MQTT callbacks (paho network thread) -------------------------------------------------
 
@@ -221,12 +232,22 @@ class IngestWorker:
         log.info("connected to %s:%d as %s (session %s); subscribing to %s", self.config.mqtt.host,
                  self.config.mqtt.port, self.client_id,
                  "resumed" if flags.session_present else "new", topic)
-        client.subscribe(topic, qos=1)
+        if self._ledger_id is not None:
+            client.subscribe([(topic, 1), (LEDGER_FILTER, 0)])
+        else:
+            client.subscribe(topic, qos=1)
         client.publish(self.status_topic, json.dumps({"state": "online", "client_id": self.client_id}),
                        qos=1, retain=True)
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
-        bad = [rc for rc in reason_codes if rc.is_failure]
+        if len(reason_codes) > 1 and reason_codes[1].is_failure and not self._ledger_refusal_logged:
+            log.warning("broker refused the subscription to %s: %s; this worker will not learn the batches its "
+                        "group's workers on other machines store, and may report their share as gaps. Give the "
+                        "ingest user the ledger topics: `humus gateway init` rewrites the ACL of this version, then "
+                        "reload mosquitto (docs/deploy.md)",
+                        LEDGER_FILTER, reason_codes[1])
+            self._ledger_refusal_logged = True
+        bad = [rc for rc in reason_codes[:1] if rc.is_failure]
         if bad:
             hint = (" (amqtt serves neither MQTT 5 nor $share: set [ingest] subscription = \"plain\" and "
                     "[mqtt] protocol = \"3.1.1\")" if self.ing.subscription == "shared" else "")
@@ -251,6 +272,9 @@ class IngestWorker:
             self._broker_problem_logged = True
 
     def _on_message(self, client, userdata, msg) -> None:
+        if self._ledger_id is not None and is_ledger_topic(msg.topic):
+            self._on_news(client, msg)
+            return
         # Validated here, on the network thread, so that decoding the next
         # messages overlaps the store write of the previous batch (which
         # waits on I/O without the GIL): about 1.3x the throughput on InfluxDB.
@@ -275,6 +299,51 @@ class IngestWorker:
             it.live = now_ns - time_span(it.batch.observations)[0] <= LIVE_AGE_S * 1e9
         self.metrics.add(messages_in=1, observations_in=len(it.batch.observations) if it.batch else 0)
         self._queue.put(it)
+
+    def _on_news(self, client, msg) -> None:
+        """Seq ranges another worker of the group stored (observatory.ledgershare), for the main thread."""
+        if msg.qos:  # subscribed at QoS 0; a broker granting more still gets its PUBACK
+            client.ack(msg.mid, msg.qos)
+        try:
+            news = decode_news(msg.payload)
+        except ValueError as e:
+            self.metrics.add(ledger_news_rejected=1)
+            if not self._news_refusal_logged:
+                log.warning("ignored ledger news on %s: %s (further ones are only counted)",
+                            _one_line(msg.topic, 200), _one_line(str(e), 300))
+                self._news_refusal_logged = True
+            return
+        if news.ledger_id != self._ledger_id and news.group == self.ing.group:
+            self.metrics.add(ledger_news=1)
+            self._news.append(news)
+
+    def _merge_news(self, stop: threading.Event) -> None:
+        """Merge what the other workers told into the ledger: what it lacks, in one transaction."""
+        if not self._news:
+            return
+        stored: dict[tuple[str, str], list[tuple[int, int]]] = {}
+        verified: dict[tuple[str, str], list[tuple[int, int]]] = {}
+        while self._news:
+            news = self._news.popleft()
+            for mine, theirs in ((stored, news.stored), (verified, news.verified)):
+                for key, ranges in theirs.items():
+                    mine.setdefault(key, []).extend(ranges)
+        held = self._retry("ingest state", lambda: self._ranges_of(stored), stop) if stored else {}
+        new = {k: uncovered(r, held.get(k, ())) for k, r in stored.items()}
+        new = {k: r for k, r in new.items() if r}
+        if new or verified:
+            self._retry("ingest state", lambda: self.ledger.record_ranges(new, verified), stop)
+        for key, ranges in new.items():
+            if key in self._highest_seq:  # else `_seq_jump` reads it from the ledger
+                self._highest_seq[key] = max(self._highest_seq[key], *(hi for _, hi in ranges))
+
+    def _tell(self, stored: dict[tuple[str, str], list[tuple[int, int]]],
+              verified: dict[tuple[str, str], list[tuple[int, int]]] | None = None) -> None:
+        """Publish stored seq ranges to the group's other workers (QoS 0: see observatory.ledgershare)."""
+        if self._ledger_id is None or self._client is None or not self._connected or not (stored or verified):
+            return
+        for payload in encode_news(self._ledger_id, self.ing.group, self.client_id, stored, verified):
+            self._client.publish(self._ledger_topic, payload, qos=0)
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -327,6 +396,8 @@ class IngestWorker:
                 in_flight = started
                 if stop.is_set() and in_flight is None:
                     break
+                if self._news:
+                    self._merge_news(stop)
                 if time.monotonic() >= next_tick:
                     next_tick = time.monotonic() + self.ing.metrics_interval_s
                     self._tick()
@@ -474,6 +545,11 @@ class IngestWorker:
             if b.signed:
                 verified.setdefault((b.site, b.gateway), []).append(b.seq)
         self._retry("ingest state", lambda: self._record_seqs(by_gateway, verified), stop)
+        if self._ledger_id is not None and by_gateway:
+            self._announce.update(by_gateway)
+            self._tell({k: merge(stored_ranges.get(k, ()), seqs) for k, seqs in by_gateway.items()},
+                       {k: merge((), seqs) for k, seqs in verified.items()})
+        self._merge_news(stop)
         for it, reason, message in rejected:
             kept = self._dead_letter(it, reason, message, stop)
             if kept and it.refused_seq is not None:
@@ -822,6 +898,12 @@ class IngestWorker:
             self.metrics.oldest_pending_s = time.monotonic() - oldest
         except IndexError:
             self.metrics.oldest_pending_s = 0.0
+        if self._announce and not final:
+            keys, self._announce = self._announce, set()
+            try:
+                self._tell(self._ranges_of(keys))
+            except sqlite3.Error:
+                pass  # the next write tells its gateways again
         self._check_gaps()
         doc = self.metrics.snapshot()
         doc.update(client_id=self.client_id, state="offline" if final else "online")

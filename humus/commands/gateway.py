@@ -211,6 +211,12 @@ def run_init(args: argparse.Namespace) -> int:
         if missing:
             _users(paths).save(args.group)       # keeps what exists, creates what is missing
             done += [f"created {p}" for p in missing]
+        else:
+            users = _users(paths)
+            if paths["acl"].read_text() != users.acl_text():   # an upgrade: the same users, this version's topics
+                users.save(args.group)
+                done.append(f"rewrote {paths['acl']} with this version's topics for the same users "
+                            "(systemctl reload mosquitto)")
         settings = (f'# written by humus gateway init\nhost = "{args.host[0]}"\nport = {args.port}\n'
                     f'cert_port = {args.cert_port}\nlocal_port = {args.local_port}\n')
         if not paths[SETTINGS].exists() or paths[SETTINGS].read_text() != settings:

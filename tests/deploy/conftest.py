@@ -21,6 +21,7 @@ def shipped_broker(tmp_path_factory):
     humus("gateway", *b, "add", "farm-1", "gw-2", "--cert", "--out", str(out / "farm-1.gw-2"))
     humus("gateway", *b, "add", "farm-2", "gw-1", "--out", str(out / "farm-2.gw-1"))
     humus("gateway", *b, "service", "ingest", "ingest-1", "--out", str(out / "services"))
+    humus("gateway", *b, "service", "ingest", "ingest-2", "--out", str(out / "services"))
     humus("gateway", *b, "service", "alerts", "alerts-1", "--out", str(out / "services"))
     (root / "data").mkdir()
     conf = root / "mosquitto.conf"

@@ -172,3 +172,22 @@ def test_the_collector_publishes_end_to_end_through_the_shipped_broker(shipped_b
         probe.stop()
     batch = json.loads(payload)
     assert (batch["site"], batch["gateway"]) == ("farm-2", "gw-1") and batch["observations"][0]["probe"] == "p0"
+
+
+def test_ingest_workers_tell_each_other_their_stored_seqs_and_no_one_else_can(clients):
+    one, two, gw, alerts = clients("ingest-1"), clients("ingest-2"), clients(A), clients("alerts-1")
+    for c in (one, two, gw, alerts):
+        assert c.connect() == 0
+    assert two.subscribe("humus/v1/_ingest/+/ledger") == [1]
+    for c, topic in ((gw, "humus/v1/_ingest/ingest-1/ledger"), (gw, "humus/v1/_ingest/farm-1.gw-1/ledger"),
+                     (alerts, "humus/v1/_ingest/alerts-1/ledger"), (alerts, "humus/v1/_ingest/ingest-1/ledger"),
+                     (one, "humus/v1/_ingest/ingest-2/ledger")):
+        assert c.publish(topic, "forged") == 135, topic
+    # Subscribed after the denials (a denied publish costs a client its connection and clean session):
+    # granted, but a gateway is never delivered a ledger.
+    gw.subscribe("humus/v1/_ingest/+/ledger", "humus/v1/farm-1/gw-1/receipt")
+    assert one.publish("humus/v1/_ingest/ingest-1/ledger", "news") == 0
+    got = two.drain_until("humus/v1/_ingest/ingest-1/ledger")
+    assert [(t, p) for t, p, _ in got] == [("humus/v1/_ingest/ingest-1/ledger", "news")]
+    assert one.publish("humus/v1/farm-1/gw-1/receipt", "sentinel") == 0
+    assert [t for t, _, _ in gw.drain_until("humus/v1/farm-1/gw-1/receipt")] == ["humus/v1/farm-1/gw-1/receipt"]

@@ -48,6 +48,21 @@ def test_init_is_idempotent_and_keeps_the_ca_private(broker_dir):
     assert _mode(broker_dir / "server.key") == 0o640 and _mode(broker_dir / "passwd") == 0o640
 
 
+def test_init_after_an_upgrade_gives_the_same_users_this_versions_topics(broker_dir, tmp_path):
+    d = ["--broker-dir", str(broker_dir)]
+    humus("gateway", *d, "service", "ingest", "ingest-1", "--out", str(tmp_path / "svc"))
+    acl = broker_dir / "acl"
+    current = acl.read_text()
+    assert "topic read humus/v1/_ingest/+/ledger" in current
+    # An ACL written by an earlier version: no ledger topics for the ingest user.
+    acl.write_text("\n".join(line for line in current.splitlines() if "_ingest" not in line) + "\n")
+    passwd = (broker_dir / "passwd").read_bytes()
+    r = humus("gateway", *d, "init", "--host", "broker.example.org")
+    assert "rewrote" in r.stdout and "reload mosquitto" in r.stdout
+    assert acl.read_text() == current and (broker_dir / "passwd").read_bytes() == passwd
+    assert "nothing changed" in humus("gateway", *d, "init", "--host", "broker.example.org").stdout
+
+
 def test_add_writes_a_bundle_whose_mqtt_block_the_collector_loads(broker_dir, tmp_path):
     out = tmp_path / "bundle"
     r = humus("gateway", "--broker-dir", str(broker_dir), "add", "farm-1", "gw-7", "--cert", "--out", str(out))
