@@ -248,12 +248,14 @@ def start_workers(workdir: Path, ids: list[str], procs: list, status: "Status", 
                   repo: Path = REPO) -> None:
     """Start one `humus ingest` process per client id in `ids` (appended to `procs`, which the caller stops;
     logs in `workdir`), all on one shared subscription `group`, and wait until each reports itself online.
-    `ingest`: more `[ingest]` lines (TOML)."""
+    `ingest`: more `[ingest]` lines (TOML). A "{cid}" in `state_file` gives each worker its own (as on
+    several machines)."""
     env = {**os.environ, "PYTHONPATH": str(repo)}
     for cid in ids:
         cfg = workdir / f"{cid}.toml"
+        state = str(state_file).replace("{cid}", cid)
         cfg.write_text(f'[ingest]\nstore = "{store_url}"\nclient_id = "{cid}"\ngroup = "{group}"\n'
-                       f'state_file = "{state_file}"\nmetrics_interval_s = {metrics_interval_s}\n{ingest}\n\n'
+                       f'state_file = "{state}"\nmetrics_interval_s = {metrics_interval_s}\n{ingest}\n\n'
                        f'[mqtt]\nhost = "127.0.0.1"\nport = {mqtt_port}\n')
         with open(workdir / f"{cid}.log", "wb") as log:
             procs.append(subprocess.Popen([sys.executable, "-m", "humus", "ingest", "--config", str(cfg)],

@@ -300,6 +300,8 @@ class StormResult:
     left_in_spools: int
     redelivered: int
     resent: int
+    gaps: int                  # holes the workers reported as gaps (gap_grace_s)
+    resend_requests: int       # holes the workers asked the gateways to fill (resend_after_s)
     reconnect_p50_s: float
     reconnect_max_s: float
     drain_s: float
@@ -316,7 +318,8 @@ class StormResult:
     def line(self) -> str:
         return (f"RESULT storm gateways={self.gateways} backlog={self.backlog} spooled={self.spooled} "
                 f"stored={self.stored} lost={self.lost} duplicated={self.duplicated} "
-                f"redelivered={self.redelivered} drain_s={self.drain_s:.2f} live_p50_s={self.live_p50_s:.3f} "
+                f"redelivered={self.redelivered} gaps={self.gaps} resend_requests={self.resend_requests} "
+                f"drain_s={self.drain_s:.2f} live_p50_s={self.live_p50_s:.3f} "
                 f"live_p95_s={self.live_p95_s:.3f} live_max_s={self.live_max_s:.3f} "
                 f"drain_live_p95_s={self.drain_live_p95_s:.3f} worker_cpu_s={self.cpu_s.get('workers', 0):.1f}")
 
@@ -356,7 +359,7 @@ def _line(p: subprocess.Popen, what: str, log_file: Path) -> str:
 def run_storm(workdir: Path, *, gateways: int = 200, backlog: int = 500, workers: int = 2, sims: int = 4,
               store: str = "influxdb", poll_obs: int = 10, interval_s: float = 1.0, live_s: float = 8.0,
               drain_timeout_s: float = 90.0, reconnect_max_s: float = 1.0, ingest: str = "",
-              log: Callable[[str], None] = print) -> StormResult:
+              machines: bool = False, settle_s: float = 1.2, log: Callable[[str], None] = print) -> StormResult:
     """Start the servers, the workers, the uplink and the simulators, run one storm, return what it measured.
 
     `ingest` is more `[ingest]` lines for the workers' configuration (TOML).
@@ -385,7 +388,8 @@ def run_storm(workdir: Path, *, gateways: int = 200, backlog: int = 500, workers
             store_url = f"sqlite:{sqlite_path}"
         status = Status(broker.port)
         start_workers(workdir, ids, procs, status, store_url=store_url, mqtt_port=broker.port, group="storm",
-                      state_file=workdir / "state.sqlite", metrics_interval_s=1, ingest=ingest)
+                      state_file=workdir / ("state-{cid}.sqlite" if machines else "state.sqlite"),
+                      metrics_interval_s=1, ingest=ingest)
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         bounds = [gateways * i // sims for i in range(sims + 1)]
         logs = [workdir / f"sim-{i}.log" for i in range(sims)]
@@ -423,8 +427,10 @@ def run_storm(workdir: Path, *, gateways: int = 200, backlog: int = 500, workers
         cpu = {k: sum(cpu_s(pid) for pid in pids) - cpu0[k] for k, pids in cpu_pids.items()}
         elapsed = (time.time_ns() - t_go) / 1e9
         (workdir / "reports.json").write_text(json.dumps({"t_go": t_go, "reports": reports}))
-        time.sleep(1.2)     # one more status document from each worker
-        redelivered = sum(status.docs.get(c, {}).get("totals", {}).get("duplicates", 0) for c in ids)
+        time.sleep(settle_s)     # one more status document from each worker (and holes past their grace)
+        totals = [status.docs.get(c, {}).get("totals", {}) for c in ids]
+        redelivered = sum(t.get("duplicates", 0) for t in totals)
+        gaps, resend_requests = sum(t.get("gaps", 0) for t in totals), sum(t.get("resend_requests", 0) for t in totals)
         stored = _stored_per_gateway(influx, db, sqlite_path)
     finally:
         for p in sim_procs:
@@ -465,7 +471,7 @@ def run_storm(workdir: Path, *, gateways: int = 200, backlog: int = 500, workers
     return StormResult(
         gateways=gateways, backlog=backlog, spooled=spooled, stored=sum(stored.values()), lost=sum(lost.values()),
         duplicated=extra, left_in_spools=sum(g["left"] for g in per_gw.values()), redelivered=redelivered,
-        resent=sum(g["resent"] for g in per_gw.values()),
+        resent=sum(g["resent"] for g in per_gw.values()), gaps=gaps, resend_requests=resend_requests,
         reconnect_p50_s=statistics.median(reconnect) if reconnect else float("nan"),
         reconnect_max_s=max(reconnect, default=float("nan")),
         drain_s=(drain_end - t_go) / 1e9 if drain_end else float("inf"), live_n=len(live),
@@ -489,6 +495,10 @@ def main() -> int:
     ap.add_argument("--drain-timeout-s", type=float, default=90.0)
     ap.add_argument("--reconnect-max-s", type=float, default=1.0, help="the gateways' reconnect back-off at most")
     ap.add_argument("--ingest", default="", help="more [ingest] settings for the workers, TOML lines")
+    ap.add_argument("--machines", action="store_true", help="a state file per worker, as on several machines "
+                    "(their ledgers shared over the broker unless --ingest 'share_ledger = false')")
+    ap.add_argument("--settle-s", type=float, default=1.2, help="wait after the storm before reading the workers' "
+                    "counts (longer than gap_grace_s to see the gaps reported)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, state file, reports)")
     # a simulator process (started by the bench itself)
     ap.add_argument("--sim", help=argparse.SUPPRESS)
@@ -504,7 +514,7 @@ def main() -> int:
         r = run_storm(work, gateways=args.gateways, backlog=args.backlog, workers=args.workers, sims=args.sims,
                       store=args.store, poll_obs=args.poll_obs, interval_s=args.interval_s, live_s=args.live_s,
                       drain_timeout_s=args.drain_timeout_s, reconnect_max_s=args.reconnect_max_s,
-                      ingest=args.ingest.replace("\\n", "\n"))
+                      ingest=args.ingest.replace("\\n", "\n"), machines=args.machines, settle_s=args.settle_s)
     finally:
         if args.keep:
             print(f"work directory kept: {work}")
@@ -514,7 +524,8 @@ def main() -> int:
           f"{r.stored}: lost {r.lost}, duplicated {r.duplicated}; left in the spools {r.left_in_spools}")
     if r.per_gateway_lost:
         print(f"  lost by gateway: {dict(list(r.per_gateway_lost.items())[:10])}")
-    print(f"batches the workers saw twice {r.redelivered}; re-sent by the gateways {r.resent}")
+    print(f"batches the workers saw twice {r.redelivered}; re-sent by the gateways {r.resent}; gaps reported "
+          f"{r.gaps}, resend requests {r.resend_requests}")
     print(f"gateways reconnected after p50 {r.reconnect_p50_s:.2f} s, max {r.reconnect_max_s:.2f} s; backlog "
           f"drained after {r.drain_s:.2f} s")
     print(f"live observations {r.live_n}, receipt after p50 {r.live_p50_s:.3f} s, p95 {r.live_p95_s:.3f} s, "
