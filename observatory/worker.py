@@ -212,7 +212,12 @@ class IngestWorker:
             self._ledger_id = self.ledger.ledger_id
         self._news: deque[LedgerNews] = deque()
         self._announce: set[tuple[str, str]] = set()   # gateways written since the last tick
-        self._ledger_topic = ledger_topic(config.mqtt.username or self.client_id)
+        user = config.mqtt.username or self.client_id
+        self._ledger_topic = ledger_topic(user)
+        if self._ledger_id is not None and any(c in user for c in "/+#"):
+            log.warning("[mqtt] username %r holds '/', '+' or '#', which cannot name a topic level: this worker "
+                        "does not share its batch seqs (docs/ingest.md, Several workers)", _one_line(user, 100))
+            self._ledger_id = None
         self._news_refusal_logged = False
         self._ledger_refusal_logged = False
 

@@ -6,6 +6,7 @@ as an InfluxDB would be. Real Mosquitto, real shared subscription.
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import pytest
@@ -23,14 +24,29 @@ pytestmark = [pytest.mark.servers, pytest.mark.timeout(120)]
 GRACE_S = 3.0
 
 
-def machines(port: int, tmp_path, share: bool):
+@contextlib.contextmanager
+def two_machines(port: int, tmp_path, share: bool, while_running):
+    """Two workers, a state file each, one shared archive. Once both have stored seqs 0-39 of one gateway,
+    split between them by the shared subscription, `while_running(workers)`; then, the workers stopped,
+    yields (db, workers, stores, publisher)."""
     db = tmp_path / "archive.sqlite"
     stores = [SqliteStore(db), SqliteStore(db)]
     workers = [IngestWorker(config(port, f"sqlite:{db}", client_id=f"host{i}-ingest-1",
                                    state_file=str(tmp_path / f"host{i}.ingest.sqlite"), share_ledger=share,
                                    gap_grace_s=GRACE_S, resend_after_s=2.0), stores[i])
                for i in range(2)]
-    return db, stores, workers
+    pub = Publisher(port)
+    try:
+        with running(workers[0]), running(workers[1]):
+            send(pub, range(40))
+            wait_for(lambda: stored_count(db) == 200, 40, "200 observations stored")
+            assert min(w.metrics.messages_in for w in workers) > 0, "the subscription did not split the load"
+            while_running(workers)
+        yield db, workers, stores, pub
+    finally:
+        pub.close()
+        for s in stores:
+            s.close()
 
 
 def send(pub: Publisher, seqs) -> None:
@@ -44,34 +60,22 @@ def ranges(worker: IngestWorker):
 
 def test_without_shared_ledgers_each_machine_reports_the_others_share_as_gaps(mosquitto, tmp_path):
     """The fault the ledger news fixes, measured: a state file per machine sees holes everywhere."""
-    db, stores, workers = machines(mosquitto.port, tmp_path, share=False)
-    pub = Publisher(mosquitto.port)
-    try:
-        with running(workers[0]), running(workers[1]):
-            send(pub, range(40))
-            wait_for(lambda: stored_count(db) == 200, 40, "200 observations stored")
-            assert min(w.metrics.messages_in for w in workers) > 0, "the subscription did not split the load"
-            wait_for(lambda: sum(w.metrics.gaps for w in workers) > 0, GRACE_S + 15, "false gaps reported")
+    def false_gaps(workers):
+        wait_for(lambda: sum(w.metrics.gaps for w in workers) > 0, GRACE_S + 15, "false gaps reported")
+
+    with two_machines(mosquitto.port, tmp_path, False, false_gaps) as (_, workers, _, _):
         assert all(ranges(w) != [(0, 39)] for w in workers)
-    finally:
-        pub.close()
-        for s in stores:
-            s.close()
 
 
 def test_machines_with_their_own_state_files_see_every_seq_stored_and_report_no_gap(mosquitto, tmp_path):
-    db, stores, workers = machines(mosquitto.port, tmp_path, share=True)
-    pub = Publisher(mosquitto.port)
-    try:
-        with running(workers[0]), running(workers[1]):
-            send(pub, range(40))
-            wait_for(lambda: stored_count(db) == 200, 40, "200 observations stored")
-            assert min(w.metrics.messages_in for w in workers) > 0, "the subscription did not split the load"
-            wait_for(lambda: all(ranges(w) == [(0, 39)] for w in workers), 10, "both ledgers to hold 0-39")
-            time.sleep(GRACE_S + 1.0)  # every hole the shares opened would now be a gap
-            assert [w.metrics.gaps for w in workers] == [0, 0]
-            assert [w.metrics.resend_requests for w in workers] == [0, 0]
-            assert min(w.metrics.ledger_news for w in workers) > 0
+    def no_gaps(workers):
+        wait_for(lambda: all(ranges(w) == [(0, 39)] for w in workers), 10, "both ledgers to hold 0-39")
+        time.sleep(GRACE_S + 1.0)  # every hole the shares opened would now be a gap
+        assert [w.metrics.gaps for w in workers] == [0, 0]
+        assert [w.metrics.resend_requests for w in workers] == [0, 0]
+        assert min(w.metrics.ledger_news for w in workers) > 0
+
+    with two_machines(mosquitto.port, tmp_path, True, no_gaps) as (db, workers, stores, pub):
         # The second machine is away while the first goes on: the broker keeps the away member's share of
         # 40-59 in its session (a true hole until it is back), and the news of those minutes is not queued
         # for it (QoS 0). Back, it stores its share, and the first one's next news of the gateway, which
@@ -84,10 +88,6 @@ def test_machines_with_their_own_state_files_see_every_seq_stored_and_report_no_
                 send(pub, range(60, 70))
                 wait_for(lambda: stored_count(db) == 350, 40, "350 observations stored")
                 wait_for(lambda: all(ranges(w) == [(0, 69)] for w in workers), 10, "both ledgers to hold 0-69")
-    finally:
-        pub.close()
-        for s in stores:
-            s.close()
 
 
 def test_news_from_a_worker_of_another_group_or_of_the_same_state_file_is_not_merged(mosquitto, tmp_path):

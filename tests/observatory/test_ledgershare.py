@@ -84,3 +84,23 @@ def test_ledger_id_is_one_per_state_file_and_ranges_merge_with_local_seqs(tmp_pa
         first = a.ledger_id
     with BatchLedger(tmp_path / "a.sqlite") as again:
         assert again.ledger_id == first
+
+
+def test_a_user_name_that_cannot_name_a_topic_level_turns_sharing_off_with_one_warning(tmp_path, caplog):
+    import dataclasses
+
+    from observatory.stores.sqlite import SqliteStore
+    from observatory.worker import IngestWorker
+    from test_ingest import config
+
+    db = tmp_path / "a.sqlite"
+    with SqliteStore(db) as store:
+        ok = IngestWorker(config(1, f"sqlite:{db}", client_id="ingest-1"), store)
+        assert ok._ledger_id is not None and ok._ledger_topic == "humus/v1/_ingest/ingest-1/ledger"
+        cfg = config(1, f"sqlite:{db}", client_id="ingest-2")
+        cfg = dataclasses.replace(cfg, mqtt=dataclasses.replace(cfg.mqtt, username="team/ingest"))
+        bad = IngestWorker(cfg, store)
+        assert bad._ledger_id is None
+        assert "does not share its batch seqs" in caplog.text
+        plain = IngestWorker(config(1, f"sqlite:{db}", client_id="ingest-3", subscription="plain"), store)
+        assert plain._ledger_id is None   # one worker sees every message: nothing to share
