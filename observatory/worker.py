@@ -72,6 +72,9 @@ created) is told from a fault of the data, and one poison message holds the rest
 REFUSAL_BACKOFF_S = 0.2
 REWRITE_ROUNDS_MAX = 10
 """Rounds of 'write again the copies revised meanwhile' (observatory.revisions, step 4) in one write."""
+NEWS_HELD_MAX = 10_000
+"""Ledger news waiting for the main thread (held while the state file is unavailable); beyond, the oldest go:
+each news of a gateway repeats its merged ranges, so a later one repairs what a dropped one said."""
 LIVE_AGE_S = 60.0
 """A batch whose oldest observation is younger than this on arrival is live: it goes into the next write
 ahead of the backlog held here, so a reconnect storm does not keep today's readings behind hours of
@@ -210,7 +213,7 @@ class IngestWorker:
         self._ledger_id: str | None = None
         if self.ing.share_ledger and self.ing.subscription == "shared" and hasattr(self.ledger, "record_ranges"):
             self._ledger_id = self.ledger.ledger_id
-        self._news: deque[LedgerNews] = deque()
+        self._news: deque[LedgerNews] = deque(maxlen=NEWS_HELD_MAX)
         self._announce: set[tuple[str, str]] = set()   # gateways written since the last tick
         user = config.mqtt.username or self.client_id
         self._ledger_topic = ledger_topic(user)
