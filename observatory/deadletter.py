@@ -211,9 +211,8 @@ class DeadLetters(_StateFile):
 class BatchLedger(_StateFile):
     """Which batch sequence numbers each gateway's batches were stored under."""
 
-    @property
     def ledger_id(self) -> str:
-        """A random id of this state file, made once: the workers sharing the file share it
+        """A random id of this state file, made on first call: the workers sharing the file share it
         (observatory.ledgershare ignores news from its own file)."""
         run_write(self._con, f"{self.path}: ledger id", lambda c: c.execute(
             "INSERT OR IGNORE INTO state_meta(key, value) VALUES ('ledger_id', ?)", (secrets.token_hex(16),)))

@@ -39,6 +39,9 @@ MAX_GATEWAYS = 5_000
 MAX_RANGES = 64
 """Ranges per gateway in a message: the newest ones (a ledger shared this way has one, plus one per hole)."""
 MAX_BYTES = 1_000_000
+"""Receivers refuse larger messages."""
+MESSAGE_BYTES = 250_000
+"""A message is cut at about this size (a gateway with MAX_RANGES ranges takes about 3 kB)."""
 MAX_SEQ = 2**63 - 1
 _LEDGER_ID = re.compile(r"[0-9a-f]{8,64}")
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")
@@ -65,18 +68,37 @@ class LedgerNews:
 
 
 def encode_news(ledger_id: str, group: str, by: str, stored: Ranges, verified: Ranges | None = None) -> list[bytes]:
-    """Messages (at most MAX_GATEWAYS gateways each) telling `stored` and `verified` seq ranges."""
+    """Messages telling `stored` and `verified` seq ranges, each of at most MAX_GATEWAYS gateways and about
+    MESSAGE_BYTES (well under MAX_BYTES, which receivers refuse, and the broker's packet limit)."""
     verified = verified or {}
-    keys = sorted(set(stored) | set(verified))
-    out = []
-    for i in range(0, len(keys), MAX_GATEWAYS):
-        part = keys[i:i + MAX_GATEWAYS]
-        doc = {"schema": SCHEMA, "ledger": ledger_id, "group": group, "by": by,
-               "stored": [[s, g, [list(r) for r in list(stored[(s, g)])[-MAX_RANGES:]]]
-                          for s, g in part if stored.get((s, g))],
-               "verified": [[s, g, [list(r) for r in list(verified[(s, g)])[-MAX_RANGES:]]]
-                            for s, g in part if verified.get((s, g))]}
-        out.append(json.dumps(doc, separators=(",", ":")).encode())
+    head = {"schema": SCHEMA, "ledger": ledger_id, "group": group, "by": by}
+
+    def entry(s: str, g: str, ranges: Sequence[Interval]) -> str:
+        return json.dumps([s, g, [list(r) for r in list(ranges)[-MAX_RANGES:]]], separators=(",", ":"))
+
+    out: list[bytes] = []
+    parts: tuple[list[str], list[str]] = ([], [])
+    size = gateways = 0
+
+    def flush() -> None:
+        nonlocal size, gateways
+        if gateways:
+            text = json.dumps(head, separators=(",", ":"))[:-1]
+            out.append(f'{text},"stored":[{",".join(parts[0])}],"verified":[{",".join(parts[1])}]}}'.encode())
+        parts[0].clear()
+        parts[1].clear()
+        size = gateways = 0
+
+    for s, g in sorted(set(stored) | set(verified)):
+        texts = [entry(s, g, d[(s, g)]) if d.get((s, g)) else "" for d in (stored, verified)]
+        if gateways and (gateways >= MAX_GATEWAYS or size + sum(map(len, texts)) > MESSAGE_BYTES):
+            flush()
+        for part, text in zip(parts, texts):
+            if text:
+                part.append(text)
+        size += sum(map(len, texts)) + 2
+        gateways += 1
+    flush()
     return out
 
 

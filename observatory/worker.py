@@ -212,7 +212,7 @@ class IngestWorker:
         # Ledger sharing (observatory.ledgershare): news from the network thread, merged by the main thread.
         self._ledger_id: str | None = None
         if self.ing.share_ledger and self.ing.subscription == "shared" and hasattr(self.ledger, "record_ranges"):
-            self._ledger_id = self.ledger.ledger_id
+            self._ledger_id = self.ledger.ledger_id()
         self._news: deque[LedgerNews] = deque(maxlen=NEWS_HELD_MAX)
         self._announce: set[tuple[str, str]] = set()   # gateways written since the last tick
         user = config.mqtt.username or self.client_id

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from observatory.deadletter import BatchLedger
-from observatory.ledgershare import (LEDGER_FILTER, MAX_GATEWAYS, MAX_RANGES, decode_news, encode_news,
+from observatory.ledgershare import (LEDGER_FILTER, MAX_GATEWAYS, MAX_RANGES, MESSAGE_BYTES, decode_news, encode_news,
                                      is_ledger_topic, ledger_topic, uncovered)
 from humus.wire import OBS_SUBSCRIPTION
 
@@ -23,6 +23,16 @@ def test_news_round_trip_keeps_every_range_and_splits_many_gateways():
     parts = encode_news("ab" * 16, "g", "w", many)
     assert len(parts) == 2
     assert sum(len(decode_news(p).stored) for p in parts) == MAX_GATEWAYS + 3
+
+
+def test_news_of_many_gateways_with_many_holes_is_cut_into_messages_receivers_take():
+    holes = [(10**15 + 2 * i, 10**15 + 2 * i) for i in range(MAX_RANGES)]   # about 3 kB per gateway
+    many = {("farm-1", f"gw-{i}"): holes for i in range(400)}
+    parts = encode_news("ab" * 16, "g", "w", many, many)
+    assert len(parts) > 1 and all(len(p) <= 2 * MESSAGE_BYTES for p in parts)
+    got = [decode_news(p) for p in parts]
+    assert {k for n in got for k in n.stored} == set(many) == {k for n in got for k in n.verified}
+    assert all(r == tuple(holes) for n in got for r in n.stored.values())
 
 
 def test_news_keeps_the_newest_ranges_of_a_gateway_with_many_holes():
@@ -74,16 +84,16 @@ def test_uncovered_keeps_only_what_adds_to_the_ranges_held():
 def test_ledger_id_is_one_per_state_file_and_ranges_merge_with_local_seqs(tmp_path):
     with BatchLedger(tmp_path / "a.sqlite") as a, BatchLedger(tmp_path / "a.sqlite") as a2, \
             BatchLedger(tmp_path / "b.sqlite") as b:
-        assert a.ledger_id == a2.ledger_id != b.ledger_id
+        assert a.ledger_id() == a2.ledger_id() != b.ledger_id()
         a.record_many("farm-1", "gw-1", [0, 1, 4, 9])
         a.record_ranges({("farm-1", "gw-1"): [(2, 3), (5, 8)], ("farm-1", "gw-2"): [(0, 2)]},
                         {("farm-1", "gw-1"): [(2, 3)]})
         assert a.ranges("farm-1", "gw-1") == [(0, 9)]
         assert a.ranges("farm-1", "gw-2") == [(0, 2)]
         assert a.verified_ranges("farm-1", "gw-1") == [(2, 3)]
-        first = a.ledger_id
+        first = a.ledger_id()
     with BatchLedger(tmp_path / "a.sqlite") as again:
-        assert again.ledger_id == first
+        assert again.ledger_id() == first
 
 
 def test_a_user_name_that_cannot_name_a_topic_level_turns_sharing_off_with_one_warning(tmp_path, caplog):
